@@ -1,0 +1,1 @@
+"""Data: the official archive, the preprocessed pickles, augmentation."""

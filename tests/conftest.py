@@ -1,0 +1,69 @@
+"""Shared fixtures: the package on sys.path, synthetic data in the official format."""
+import os
+import pickle
+import sys
+
+import numpy
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, 'src')
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+import chainer_cifar  # noqa: E402,F401  (applies the compatibility layer first)
+
+MINI_ARCHIVE_MD5 = 'c1366a7aca9f64f5a55aeab36eb1bc98'
+
+
+def write_official_batches(folder, n_train=(20, 20, 20, 20, 20), n_test=30, seed=0):
+    """Write data_batch_1..5, test_batch and batches.meta like the official archive.
+
+    Protocol-2 pickles with bytes keys, as Python 2's cPickle wrote them.
+    Returns ``(train_images uint8 (N, 3072), train_labels, test_images, test_labels)``.
+    """
+    rng = numpy.random.RandomState(seed)
+    os.makedirs(folder, exist_ok=True)
+    all_x, all_y = [], []
+    names = ['data_batch_{}'.format(i + 1) for i in range(len(n_train))] + ['test_batch']
+    for name, n in zip(names, list(n_train) + [n_test]):
+        x = rng.randint(0, 256, size=(n, 3072)).astype(numpy.uint8)
+        y = [int(v) for v in rng.randint(0, 10, size=n)]
+        batch = {b'batch_label': name.encode(), b'labels': y, b'data': x,
+                 b'filenames': [('%s_%05d.png' % (name, i)).encode() for i in range(n)]}
+        with open(os.path.join(folder, name), 'wb') as f:
+            pickle.dump(batch, f, 2)
+        all_x.append(x)
+        all_y.append(numpy.asarray(y, numpy.int32))
+    meta = {b'label_names': [c.encode() for c in (
+        'airplane automobile bird cat deer dog frog horse ship truck'.split())],
+        b'num_cases_per_batch': 10000, b'num_vis': 3072}
+    with open(os.path.join(folder, 'batches.meta'), 'wb') as f:
+        pickle.dump(meta, f, 2)
+    return (numpy.concatenate(all_x[:-1]), numpy.concatenate(all_y[:-1]), all_x[-1], all_y[-1])
+
+
+@pytest.fixture
+def official_batches(tmp_path):
+    """A ``cifar-10-batches-py`` folder of 100 train / 30 test random images."""
+    folder = tmp_path / 'dataset' / 'cifar-10-batches-py'
+    data = write_official_batches(str(folder))
+    return folder, data
+
+
+@pytest.fixture(scope='session')
+def mini_archive():
+    """The real partial CIFAR-10 archive: ``$CIFAR10_ARCHIVE`` or ``../shared/cifar10/``.
+
+    CI sets ``CIFAR10_ARCHIVE`` explicitly; then a missing file is an error,
+    not a skip, so the end-to-end tests cannot silently vanish there.
+    """
+    path = os.environ.get('CIFAR10_ARCHIVE')
+    if path:
+        if not os.path.exists(path):
+            pytest.fail('CIFAR10_ARCHIVE={} does not exist'.format(path))
+        return path
+    path = os.path.join(ROOT, '..', 'shared', 'cifar10', 'cifar-10-python-mini.tar.gz')
+    if not os.path.exists(path):
+        pytest.skip('mini archive not found (set CIFAR10_ARCHIVE to run the end-to-end tests)')
+    return os.path.abspath(path)
