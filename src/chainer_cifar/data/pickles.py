@@ -24,6 +24,9 @@ IMAGE_SIZE = 3 * 32 * 32
 DEFAULT_PROTOCOL = pickle.HIGHEST_PROTOCOL
 PY2_PROTOCOL = 2
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 FIX_HINT = 'run `python src/download.py` and then `python src/dataset.py`'
 
 
@@ -33,6 +36,7 @@ def atomic_write(path, write, mode='wb'):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -44,8 +48,34 @@ def atomic_write(path, write, mode='wb'):
         raise
 
 
+class _Py2Pickler(pickle.Pickler):
+    """Pickles arrays through ``numpy.array(numpy.ndarray(shape, dtype, bytes))``.
+
+    NumPy 2 pickles arrays via ``numpy._core.multiarray._reconstruct``, a module
+    Python 2's NumPy does not have; ``numpy.array`` and ``numpy.ndarray`` exist
+    in every NumPy. The outer ``numpy.array`` copies, so the loaded array is
+    writable rather than a view of the pickle's read-only string.
+    """
+
+    def reducer_override(self, obj):
+        if type(obj) is numpy.ndarray:
+            return numpy.array, (_RawArray(obj),)
+        if type(obj) is _RawArray:
+            a = numpy.ascontiguousarray(obj.array)
+            return numpy.ndarray, (a.shape, a.dtype.str, a.tobytes())
+        return NotImplemented
+
+
+class _RawArray(object):
+    def __init__(self, array):
+        self.array = array
+
+
 def save_pickle(obj, path, protocol=DEFAULT_PROTOCOL):
-    atomic_write(path, lambda f: pickle.dump(obj, f, protocol))
+    if protocol <= PY2_PROTOCOL:
+        atomic_write(path, lambda f: _Py2Pickler(f, protocol).dump(obj))
+    else:
+        atomic_write(path, lambda f: pickle.dump(obj, f, protocol))
 
 
 def load_pickle(path, what='file', hint=FIX_HINT):
