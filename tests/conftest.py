@@ -67,3 +67,17 @@ def mini_archive():
     if not os.path.exists(path):
         pytest.skip('mini archive not found (set CIFAR10_ARCHIVE to run the end-to-end tests)')
     return os.path.abspath(path)
+
+
+@pytest.fixture(scope='session')
+def mini_dataset(mini_archive, tmp_path_factory):
+    """``download.py`` + ``dataset.py`` run once on the real partial archive.
+
+    Returns the ``dataset`` folder holding label.pkl, image*.pkl and the rest.
+    """
+    import dataset
+    import download
+    out = tmp_path_factory.mktemp('mini') / 'dataset'
+    download.main(['--archive', mini_archive, '--md5', MINI_ARCHIVE_MD5, '--out', str(out), '--quiet'])
+    dataset.main(['--input', str(out / 'cifar-10-batches-py'), '--output', str(out)])
+    return out
