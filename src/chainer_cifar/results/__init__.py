@@ -1,0 +1,1 @@
+"""Results: published numbers, experiment presets, grouping runs, reports."""

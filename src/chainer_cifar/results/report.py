@@ -1,0 +1,157 @@
+"""Group runs, compute statistics over seeds, write the Markdown table and the curves plot.
+
+Runs are comparable with a published number only when they used the full
+CIFAR-10 and the preset's recipe unchanged. Everything else (the offline
+partial archive, ``--subset``, a shortened schedule) goes to a separate table
+that shows no published number and no difference, so the two are never set
+side by side as if comparable.
+"""
+import collections
+import math
+import os
+
+from chainer_cifar.errors import UserError
+from chainer_cifar.results import runs as runs_
+from chainer_cifar.results.published import published_for
+
+Group = collections.namedtuple('Group', 'key label preset modified summaries dataset comparable')
+
+_IGNORED_ARGS = {'seed', 'prefix', 'out', 'resume', 'gpu', 'communicator'}
+
+
+def group_key(run):
+    """Runs of one preset (with the same changes), or else of the same flags but the seed."""
+    if run.preset.get('preset'):
+        return ('preset', run.preset['preset'], tuple(run.preset.get('overrides') or ()))
+    args = run.meta.get('args') or {}
+    return ('args',) + tuple(sorted((k, repr(v)) for k, v in args.items() if k not in _IGNORED_ARGS))
+
+
+def group_runs(runs):
+    grouped = collections.OrderedDict()
+    for run in runs:
+        grouped.setdefault(group_key(run), []).append(run)
+    groups = []
+    for key, members in grouped.items():
+        datasets = {runs_.dataset_of(r) for r in members}
+        if len(datasets) > 1:
+            raise UserError('runs {} belong together but used different datasets ({}); compare them '
+                            'separately'.format(', '.join(r.path for r in members),
+                                                '; '.join(sorted(d for d, _ in datasets))))
+        dataset, comparable = datasets.pop()
+        preset = members[0].preset.get('preset')
+        overrides = list(members[0].preset.get('overrides') or [])
+        if preset:
+            label = preset + (' (modified: {})'.format(' '.join(overrides)) if overrides else '')
+        else:
+            args = members[0].meta.get('args') or {}
+            label = args.get('model') or members[0].prefix
+        summaries = sorted((runs_.summarize(r) for r in members), key=lambda s: s.run.path)
+        groups.append(Group(key, label, preset, bool(overrides), summaries, dataset,
+                            comparable and bool(preset) and not overrides))
+    return groups
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1); std is None for one value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _pm(mean, std, digits=2):
+    if mean is None:
+        return '-'
+    return '{:.{d}f} ± {:.{d}f}'.format(mean, std, d=digits) if std is not None else '{:.{d}f}'.format(mean, d=digits)
+
+
+def _params(group):
+    p = (group.summaries[0].run.meta or {}).get('params')
+    return '{:.2f}M'.format(p / 1e6) if p else '-'
+
+
+def _device(group):
+    meta = group.summaries[0].run.meta or {}
+    return str(meta.get('device') or '-')
+
+
+def _wall(group):
+    walls = [s.wall_seconds for s in group.summaries if s.wall_seconds is not None]
+    if not walls:
+        return '-'
+    m = sum(walls) / len(walls)
+    return '{:.1f} h'.format(m / 3600) if m >= 3600 else '{:.0f} s'.format(m)
+
+
+def table(groups):
+    """The Markdown report: comparable runs against published numbers, then the rest."""
+    out = []
+    comparable = [g for g in groups if g.comparable]
+    other = [g for g in groups if not g.comparable]
+    head = ('| model | n | test error at best valid, % (mean ± std) | best run | final epoch, % | '
+            'published, % | difference | params | epochs | wall time / run | device |')
+    rule = '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|'
+    if comparable:
+        out += ['## Full CIFAR-10, preset recipe unchanged', '', head, rule]
+        for g in comparable:
+            m, s = mean_std([x.test_at_best for x in g.summaries])
+            fm, fs = mean_std([x.final_test_error for x in g.summaries])
+            best = min(x.test_at_best for x in g.summaries)
+            pubs = published_for(g.preset)
+            published = '; '.join('{} ({}{})'.format(_pm(p.error, p.std), p.source,
+                                                     ', n={}'.format(p.runs) if p.runs else '')
+                                  for p in pubs) or '-'
+            diff = '{:+.2f}'.format(m - pubs[0].error) if pubs else '-'
+            out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} | {} |'.format(
+                g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), published, diff,
+                _params(g), g.summaries[0].epochs, _wall(g), _device(g)))
+        out.append('')
+    if other:
+        out += ['## Not comparable with published numbers',
+                '',
+                'Partial data, `--subset`, a changed recipe or an unknown dataset: shown for what they '
+                'are, with no published number beside them.', '',
+                '| model | n | test error at best valid, % (mean ± std) | best run | final epoch, % | '
+                'params | epochs | wall time / run | device | dataset |',
+                '|---|---:|---:|---:|---:|---:|---:|---:|---|---|']
+        for g in other:
+            m, s = mean_std([x.test_at_best for x in g.summaries])
+            fm, fs = mean_std([x.final_test_error for x in g.summaries])
+            best = min(x.test_at_best for x in g.summaries)
+            out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} |'.format(
+                g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), _params(g),
+                g.summaries[0].epochs, _wall(g), _device(g), g.dataset))
+        out.append('')
+    out += ['Test error is taken at the epoch of best validation error (the last epoch when a run has no '
+            'validation set), never the best test error; "final epoch" is the last epoch\'s. Runs: ' +
+            ', '.join('`{}`'.format(s.run.path) for g in groups for s in g.summaries) + '.']
+    return '\n'.join(out) + '\n'
+
+
+def plot(groups, path):
+    """Overlay the test-error curves of every run, one colour per group."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for i, g in enumerate(groups):
+        for j, s in enumerate(g.summaries):
+            rows = s.run.rows
+            scale = 100.0 if max(r['test_error'] for r in rows) <= 1.0 else 1.0
+            ax.plot([r['epoch'] for r in rows], [r['test_error'] * scale for r in rows],
+                    color=colors[i % len(colors)], alpha=0.8, lw=1,
+                    label=g.label if j == 0 else None)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('test error (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Run published recipes over several seeds and compare the results with the published error rates.
+
+    python src/compare.py list
+    python src/compare.py run resnet20-paper --seeds 1,2,3,4,5 -g 0
+    python src/compare.py report results/resnet20-paper/*_log.csv --out report.md --plot curves.png
+
+Flags after the preset name that are not compare.py's own are passed to
+train.py and recorded as changes to the recipe (``--iter 1 --subset 256`` for a
+smoke test); such runs are reported apart from the published numbers.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chainer_cifar  # noqa: E402,F401  (compat layer first)
+from chainer_cifar.data.pickles import atomic_write  # noqa: E402
+from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.results import presets, report, runs  # noqa: E402
+
+# Where the run happens is not part of the recipe.
+_NOT_RECIPE = {'-g', '--gpu'}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest='command', required=True)
+    sub.add_parser('list', help='list the presets and their published numbers')
+    r = sub.add_parser('run', help='train a preset once per seed (extra flags go to train.py)')
+    r.add_argument('preset', help='a preset name (see `compare.py list`)')
+    r.add_argument('--seeds', default='1', help='comma-separated seeds, e.g. 1,2,3,4,5')
+    r.add_argument('--runs_dir', default='results', help='runs go to RUNS_DIR/PRESET/')
+    rep = sub.add_parser('report', help='table and plot from <prefix>_log.csv files')
+    rep.add_argument('logs', nargs='+', help='<prefix>_log.csv files or folders holding them')
+    rep.add_argument('--out', help='write the Markdown table here (default: print it)')
+    rep.add_argument('--plot', help='write the test-error curves of every run to this PNG')
+    return p
+
+
+def _seeds(text):
+    try:
+        seeds = [int(s) for s in text.split(',') if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise UserError('--seeds must be a comma-separated list of integers, got {!r}'.format(text))
+    return seeds
+
+
+def _recipe_changes(extra):
+    changes, skip = [], False
+    for i, a in enumerate(extra):
+        if skip:
+            skip = False
+            continue
+        flag = a.split('=')[0]
+        if flag in _NOT_RECIPE:
+            skip = '=' not in a
+            continue
+        changes.append(a)
+    return changes
+
+
+def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None):
+    """Train preset ``name`` once per seed through train.py; return the log paths."""
+    preset = presets.get_preset(name)
+    if train_main is None:
+        import train
+        train_main = train.main
+    out = os.path.join(runs_dir, name)
+    logs = []
+    for seed in seeds:
+        prefix = '{}_s{}'.format(name, seed)
+        argv = list(preset.args) + ['-p', prefix, '--out', out, '--seed', str(seed)] + list(extra)
+        sidecar = {'preset': name, 'seed': seed, 'overrides': _recipe_changes(extra),
+                   'argv': argv}
+        os.makedirs(out, exist_ok=True)
+        atomic_write(os.path.join(out, prefix + runs.PRESET_SUFFIX),
+                     lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
+        print('== {} seed {}: python src/train.py {}'.format(name, seed, ' '.join(argv)), flush=True)
+        train_main(argv)
+        logs.append(os.path.join(out, prefix + runs.LOG_SUFFIX))
+    return logs
+
+
+def find_logs(paths):
+    logs = []
+    for p in paths:
+        if os.path.isdir(p):
+            logs += sorted(glob.glob(os.path.join(p, '**', '*' + runs.LOG_SUFFIX), recursive=True))
+        else:
+            logs.append(p)
+    if not logs:
+        raise UserError('no *{} files in {}'.format(runs.LOG_SUFFIX, ' '.join(paths)))
+    return logs
+
+
+def write_report(logs, out=None, plot=None):
+    groups = report.group_runs([runs.load_run(p) for p in logs])
+    text = report.table(groups)
+    if out:
+        atomic_write(out, lambda f: f.write(text), mode='w')
+        print('wrote {}'.format(out))
+    else:
+        print(text)
+    if plot:
+        report.plot(groups, plot)
+        print('wrote {}'.format(plot))
+    return groups
+
+
+def main(argv=None):
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command != 'run' and extra:
+        raise UserError('unknown arguments: {}'.format(' '.join(extra)))
+    if args.command == 'list':
+        for name, description, numbers in presets.describe():
+            print('{:<28s} {:<75s} {}'.format(name, description, numbers))
+    elif args.command == 'run':
+        logs = run_preset(args.preset, _seeds(args.seeds), args.runs_dir, extra)
+        folder = os.path.join(args.runs_dir, args.preset)
+        write_report(logs, os.path.join(folder, 'report.md'), os.path.join(folder, 'test_error.png'))
+    else:
+        write_report(find_logs(args.logs), args.out, args.plot)
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))

@@ -1,0 +1,154 @@
+"""compare.py: published numbers, grouping over seeds, the best-validation protocol, the partial guard."""
+import json
+import math
+
+import pytest
+
+from chainer_cifar.errors import UserError
+from chainer_cifar.results import presets, published, report, runs
+
+import compare  # src/compare.py
+
+HEADER = 'epoch,train_loss,train_error,valid_loss,valid_error,test_loss,test_error,lr,elapsed\n'
+FULL = {'n_train': 50000, 'n_test': 10000, 'partial': False,
+        'archive': {'md5': 'c58f30108f718f92721af3b95e74349a', 'official': True}}
+MINI = {'n_train': 8336, 'n_test': 1017, 'partial': True,
+        'archive': {'md5': 'c1366a7aca9f64f5a55aeab36eb1bc98', 'official': False}}
+
+
+def write_run(folder, prefix, rows, dataset=FULL, preset='resnet20-paper', overrides=(), params=272474):
+    """rows: (valid_error, test_error) per epoch, as fractions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER] + ['{},1,0.5,1,{},1,{},0.1,{}\n'.format(i + 1, v if v is not None else '', t, 10 * (i + 1))
+                        for i, (v, t) in enumerate(rows)]
+    (folder / (prefix + '_log.csv')).write_text(''.join(lines))
+    (folder / (prefix + '_run.json')).write_text(json.dumps(
+        {'args': {'model': 'resnet20', 'seed': 1}, 'params': params, 'device': 'cpu', 'dataset': dataset}))
+    if preset:
+        (folder / (prefix + '_preset.json')).write_text(json.dumps(
+            {'preset': preset, 'overrides': list(overrides)}))
+    return str(folder / (prefix + '_log.csv'))
+
+
+def test_published_numbers_are_shipped_with_sources():
+    assert {p.source for p in published.PUBLISHED} <= set(published.SOURCES)
+    he = {p.preset: p.error for p in published.PUBLISHED if p.source == 'he2016'}
+    assert he == {'resnet20-paper': 8.75, 'resnet32-paper': 7.51, 'resnet44-paper': 7.17,
+                  'resnet56-paper': 6.97, 'resnet110-paper': 6.61, 'resnet1202-paper': 7.93}
+    assert published.published_for('resnet110-sd-paper')[0].error == 5.25
+    assert published.published_for('article-residual-skip')[0].error == 7.42
+    for p in published.PUBLISHED:
+        assert p.preset in presets.PRESETS, p
+
+
+def test_every_preset_uses_a_registered_model():
+    from chainer_cifar.models import list_models
+    models = set(list_models())
+    for p in presets.PRESETS.values():
+        assert p.args[p.args.index('-m') + 1] in models, p.name
+
+
+def test_paper_preset_encodes_the_iteration_schedule_in_epochs():
+    args = presets.get_preset('resnet20-paper').args
+    # 32k/48k/64k iterations of batch 128 over 45k images = 91/137/182 epochs.
+    assert args[args.index('--lr_decay_iter') + 1] == '91,137'
+    assert args[args.index('--iter') + 1] == '182'
+    assert math.isclose(32000 * 128 / 45000, 91, abs_tol=0.1)
+
+
+def test_test_error_is_taken_at_best_validation_epoch_not_best_test(tmp_path):
+    path = write_run(tmp_path, 'a', [(0.30, 0.31), (0.20, 0.25), (0.22, 0.18), (0.21, 0.19)])
+    s = runs.summarize(runs.load_run(path))
+    assert s.best_epoch == 2 and s.test_at_best == pytest.approx(25.0)
+    assert s.final_test_error == pytest.approx(19.0)
+    assert s.best_valid_error == pytest.approx(20.0)
+
+
+def test_ties_in_validation_error_pick_the_earlier_epoch(tmp_path):
+    path = write_run(tmp_path, 'a', [(0.2, 0.3), (0.2, 0.1)])
+    assert runs.summarize(runs.load_run(path)).best_epoch == 1
+
+
+def test_without_validation_set_the_last_epoch_counts(tmp_path):
+    path = write_run(tmp_path, 'a', [(None, 0.3), (None, 0.2), (None, 0.25)])
+    s = runs.summarize(runs.load_run(path))
+    assert s.best_epoch == 3 and s.test_at_best == pytest.approx(25.0) and s.best_valid_error is None
+
+
+def test_seeds_of_one_preset_group_with_mean_and_sample_std(tmp_path):
+    logs = [write_run(tmp_path, 's{}'.format(i), [(0.1, t)]) for i, t in enumerate([0.08, 0.09, 0.10])]
+    (group,) = report.group_runs([runs.load_run(p) for p in logs])
+    mean, std = report.mean_std([s.test_at_best for s in group.summaries])
+    assert mean == pytest.approx(9.0) and std == pytest.approx(1.0)  # n - 1 in the denominator
+    text = report.table([group])
+    assert '| resnet20-paper | 3 | 9.00 ± 1.00 | 8.00 |' in text
+    assert '8.75 (he2016, n=1); 8.59 ± 0.12 (pytorch, n=5) | +0.25 |' in text
+    assert '0.27M' in text
+
+
+def test_different_presets_form_different_groups(tmp_path):
+    a = write_run(tmp_path, 'a', [(0.1, 0.1)], preset='resnet20-paper')
+    b = write_run(tmp_path, 'b', [(0.1, 0.1)], preset='resnet32-paper')
+    c = write_run(tmp_path, 'c', [(0.1, 0.1)], preset='resnet20-paper', overrides=['--iter', '1'])
+    groups = report.group_runs([runs.load_run(p) for p in (a, b, c)])
+    assert [g.label for g in groups] == ['resnet20-paper', 'resnet32-paper',
+                                        'resnet20-paper (modified: --iter 1)']
+    assert [g.comparable for g in groups] == [True, True, False]
+
+
+def test_partial_dataset_runs_are_never_set_beside_published_numbers(tmp_path):
+    path = write_run(tmp_path, 'a', [(0.4, 0.45)], dataset=MINI)
+    (group,) = report.group_runs([runs.load_run(path)])
+    assert not group.comparable
+    text = report.table([group])
+    assert 'Not comparable with published numbers' in text
+    assert 'PARTIAL 8,336 train / 1,017 test images, archive MD5 c1366a7aca9f64f5a55aeab36eb1bc98' in text
+    assert '8.75' not in text and 'he2016' not in text
+
+
+def test_runs_without_dataset_record_are_not_comparable(tmp_path):
+    path = write_run(tmp_path, 'a', [(0.1, 0.1)], dataset=None)
+    (group,) = report.group_runs([runs.load_run(path)])
+    assert not group.comparable and 'unknown dataset' in group.dataset
+
+
+def test_runs_on_different_datasets_are_not_averaged(tmp_path):
+    a = write_run(tmp_path, 'a', [(0.1, 0.1)], dataset=FULL)
+    b = write_run(tmp_path, 'b', [(0.1, 0.1)], dataset=MINI)
+    with pytest.raises(UserError, match='different datasets'):
+        report.group_runs([runs.load_run(p) for p in (a, b)])
+
+
+def test_report_command_writes_table_and_plot(tmp_path):
+    logs = [write_run(tmp_path / 'runs', 's{}'.format(i), [(0.3, 0.3), (0.2, 0.2 + i / 100)])
+            for i in range(3)]
+    compare.main(['report', str(tmp_path / 'runs'), '--out', str(tmp_path / 'r.md'),
+                  '--plot', str(tmp_path / 'c.png')])
+    assert '| resnet20-paper | 3 |' in (tmp_path / 'r.md').read_text()
+    assert (tmp_path / 'c.png').stat().st_size > 5000
+    assert len(logs) == 3
+
+
+def test_bad_log_gives_one_clear_error(tmp_path, capsys):
+    (tmp_path / 'x_log.csv').write_text('a,b\n1,2\n')
+    rc = compare.run_main(compare.main, ['report', str(tmp_path / 'x_log.csv')])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and 'lacks the column' in err
+
+
+def test_run_passes_the_preset_recipe_to_train_and_records_changes(tmp_path):
+    seen = []
+
+    def fake_train(argv):
+        seen.append(argv)
+        out = argv[argv.index('--out') + 1]
+        prefix = argv[argv.index('-p') + 1]
+        write_run(__import__('pathlib').Path(out), prefix, [(0.5, 0.5)], preset=None)
+
+    logs = compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['-g', '0', '--iter', '1'],
+                              train_main=fake_train)
+    assert len(seen) == 2 and seen[0][:2] == ['-m', 'cnn'] and seen[1][-6:-4] == ['--seed', '2']
+    sidecar = json.loads((tmp_path / 'article-cnn' / 'article-cnn_s1_preset.json').read_text())
+    assert sidecar['overrides'] == ['--iter', '1']  # -g is not part of the recipe
+    (group,) = report.group_runs([runs.load_run(p) for p in logs])
+    assert group.label == 'article-cnn (modified: --iter 1)' and not group.comparable
