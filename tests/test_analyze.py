@@ -1,0 +1,189 @@
+"""analyze.py: predictions, confusion matrix, mistakes, saliency and curves of a saved model."""
+import csv
+import json
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+import numpy
+import pytest
+from PIL import Image
+
+from chainer_cifar.models.registry import register_model
+from chainer_cifar.results import analysis
+from chainer_cifar.data import pickles
+
+import analyze  # src/analyze.py
+
+
+class TinyAnalysisNet(chainer.Chain):
+    def __init__(self, res_depth=1):
+        super().__init__()
+        with self.init_scope():
+            self.conv = L.Convolution2D(3, 4, 3, stride=2, pad=1)
+            self.fc = L.Linear(4 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.fc(F.tanh(self.conv(x)))
+
+
+register_model('tiny_analysis_test', source='tests')(lambda res_depth=1: TinyAnalysisNet(res_depth))
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A saved tiny model with its _run.json, test pickles and preprocessing statistics."""
+    rng = numpy.random.RandomState(0)
+    data = tmp_path / 'dataset'
+    data.mkdir()
+    n_test = 40
+    images = {'train': rng.randn(8, 3072).astype(numpy.float32),
+              'test': rng.randn(n_test, 3072).astype(numpy.float32)}
+    labels = {'train': rng.randint(0, 10, 8).astype(numpy.int32),
+              'test': rng.randint(0, 10, n_test).astype(numpy.int32)}
+    pickles.save_pickle(images, str(data / 'image.pkl'))
+    pickles.save_pickle(labels, str(data / 'label.pkl'))
+    numpy.savez(str(data / 'preprocess_stats.npz'), mean=numpy.array([120.0, 120.0, 110.0]),
+                std=numpy.array([60.0, 60.0, 65.0]))
+    model = TinyAnalysisNet()
+    model_path = tmp_path / 'tiny.model'
+    chainer.serializers.save_npz(str(model_path), model)
+    (tmp_path / 'tiny_run.json').write_text(json.dumps(
+        {'args': {'model': 'tiny_analysis_test', 'dataset': str(data / 'image.pkl')}}))
+    return model_path, model, images, labels
+
+
+def test_confusion_matrix_sums_to_the_number_of_test_images(trained, tmp_path):
+    model_path, model, images, labels = trained
+    out = tmp_path / 'out'
+    analyze.main(['confusion', str(model_path), '--out', str(out)])
+    rows = list(csv.reader(open(str(out / 'confusion.csv'))))
+    matrix = numpy.array([[int(v) for v in r[1:11]] for r in rows[1:]])
+    assert matrix.shape == (10, 10) and matrix.sum() == len(labels['test'])
+    assert (matrix.sum(axis=1) == numpy.bincount(labels['test'], minlength=10)).all()
+    errors = [float(r[11]) for r in rows[1:]]
+    assert all(0 <= e <= 1 for e in errors)
+    assert Image.open(str(out / 'confusion.png')).size[0] > 300
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns():
+    m = analysis.confusion_matrix(numpy.array([0, 0, 1, 2]), numpy.array([0, 1, 1, 1]))
+    assert m[0, 0] == 1 and m[0, 1] == 1 and m[1, 1] == 1 and m[2, 1] == 1 and m.sum() == 4
+
+
+def test_mistakes_are_the_most_confident_wrong_predictions():
+    probs = numpy.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]])
+    labels = numpy.array([0, 0, 0, 1])  # rows 1, 2, 3 are wrong, with confidence .6, .8, .7
+    assert analysis.most_confident_mistakes(probs, labels, k=2).tolist() == [2, 3]
+
+
+def test_mistakes_command_writes_a_grid(trained, tmp_path):
+    model_path = trained[0]
+    out = tmp_path / 'out'
+    analyze.main(['mistakes', str(model_path), '--out', str(out), '--count', '6'])
+    im = Image.open(str(out / 'mistakes.png'))
+    assert im.size[0] > 200 and im.size[1] > 200
+
+
+def test_saliency_matches_finite_differences():
+    with chainer.using_config('dtype', numpy.float64):
+        model = TinyAnalysisNet()
+    rng = numpy.random.RandomState(3)
+    x = rng.randn(2, 3, 32, 32)
+    maps, targets = analysis.saliency(model, x)
+    assert maps.shape == (2, 32, 32) and (maps >= 0).all()
+    eps = 1e-6
+    for n in range(2):
+        for (c, i, j) in [(0, 5, 7), (2, 16, 16), (1, 31, 0)]:
+            def score(delta):
+                xx = x.copy()
+                xx[n, c, i, j] += delta
+                with chainer.using_config('train', False):
+                    return model(xx).array[n, targets[n]]
+            numeric = (score(eps) - score(-eps)) / (2 * eps)
+            assert maps[n, i, j] >= abs(numeric) - 1e-6  # max over channels
+        v = chainer.Variable(x[n:n + 1].copy())
+        F.sum(model(v)[:, targets[n]]).backward()
+        numpy.testing.assert_allclose(maps[n], numpy.abs(v.grad[0]).max(axis=0), rtol=1e-10)
+
+
+def test_saliency_command_on_test_indices_and_a_class(trained, tmp_path):
+    model_path = trained[0]
+    analyze.main(['saliency', str(model_path), '--index', '0,3', '--out', str(tmp_path / 'a')])
+    analyze.main(['saliency', str(model_path), '--class', 'cat', '--count', '2', '--out', str(tmp_path / 'b')])
+    assert (tmp_path / 'a' / 'saliency.png').exists() and (tmp_path / 'b' / 'saliency.png').exists()
+
+
+def test_predict_prints_top3_for_images_of_any_size(trained, tmp_path, capsys):
+    model_path = trained[0]
+    paths = []
+    for k, size in enumerate([(32, 32), (100, 60), (7, 300)]):
+        p = tmp_path / 'img{}.{}'.format(k, 'png' if k % 2 == 0 else 'jpg')
+        Image.fromarray(numpy.random.RandomState(k).randint(0, 255, size[::-1] + (3,)).astype(numpy.uint8)).save(str(p))
+        paths.append(str(p))
+    analyze.main(['predict', str(model_path)] + paths + ['--out', str(tmp_path / 'o')])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        probs = [float(part.rsplit(' ', 1)[1].rstrip('%')) for part in line.split(': ', 1)[1].split(', ')]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 100.01
+
+
+def test_read_image_crops_the_centre_square_to_32x32(tmp_path):
+    a = numpy.zeros((40, 80, 3), numpy.uint8)
+    a[:, 20:60] = 200  # the centre square is uniformly bright
+    Image.fromarray(a).save(str(tmp_path / 'x.png'))
+    row = analysis.read_image(str(tmp_path / 'x.png'))
+    assert row.shape == (3072,) and row.min() >= 190
+
+
+def test_preprocessing_of_new_images_matches_dataset_statistics(tmp_path):
+    rng = numpy.random.RandomState(1)
+    stats = {'mean': numpy.array([100.0, 110.0, 120.0]), 'std': numpy.array([50.0, 60.0, 70.0]),
+             'zca_mean': rng.rand(3072), 'zca_matrix': numpy.eye(3072) * 2,
+             'norm_zca_mean': numpy.zeros(3072), 'norm_zca_matrix': numpy.eye(3072)}
+    numpy.savez(str(tmp_path / 's.npz'), **stats)
+    rows = rng.randint(0, 256, (2, 3072)).astype(numpy.uint8)
+    planes = rows.reshape(2, 3, 1024).astype(numpy.float64)
+    mean = analysis.Preprocessor(str(tmp_path / 's.npz'), 'image')(rows).reshape(2, 3, 1024)
+    numpy.testing.assert_allclose(mean, planes - stats['mean'][None, :, None], rtol=1e-6)
+    norm = analysis.Preprocessor(str(tmp_path / 's.npz'), 'image_norm')(rows).reshape(2, 3, 1024)
+    numpy.testing.assert_allclose(norm, (planes - stats['mean'][None, :, None]) / stats['std'][None, :, None],
+                                  rtol=1e-5)
+    zca = analysis.Preprocessor(str(tmp_path / 's.npz'), 'image_zca')(rows).reshape(2, -1)
+    numpy.testing.assert_allclose(zca, (rows - stats['zca_mean']) * 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['predict', '{model}', '{tmp}/missing.png'], 'not found'),
+    (['predict', '{model}', '{tmp}/notimage.png'], 'not an image'),
+    (['confusion', '{tmp}/nope.model'], 'not found'),
+    (['confusion', '{model}', '-m', 'tiny_analysis_test', '--res_depth', '3', '-d', '{tmp}/x/image.pkl'],
+     'not found'),
+])
+def test_bad_input_gives_one_clear_line(trained, tmp_path, capsys, argv, message):
+    (tmp_path / 'notimage.png').write_text('hello')
+    argv = [a.format(model=trained[0], tmp=tmp_path) for a in argv] + ['--out', str(tmp_path / 'o')]
+    rc = analyze.run_main(analyze.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_model_file_that_does_not_fit_the_options_is_refused(trained, tmp_path):
+    class Other(chainer.Chain):
+        def __init__(self):
+            super().__init__()
+            with self.init_scope():
+                self.conv = L.Convolution2D(3, 8, 3)
+    path = tmp_path / 'other.model'
+    chainer.serializers.save_npz(str(path), Other())
+    with pytest.raises(analysis.UserError, match='does not fit model tiny_analysis_test'):
+        analysis.load_model(str(path), 'tiny_analysis_test')
+
+
+def test_curves_overlay_several_logs(tmp_path):
+    header = 'epoch,train_loss,train_error,valid_loss,valid_error,test_loss,test_error,lr,elapsed\n'
+    for name in ('a', 'b'):
+        (tmp_path / (name + '_log.csv')).write_text(header + '1,2,0.8,2,0.8,2,0.8,0.1,1\n2,1,0.5,1,0.5,1,0.5,0.1,2\n')
+    analyze.main(['curves', str(tmp_path / 'a_log.csv'), str(tmp_path / 'b_log.csv'), '--out', str(tmp_path)])
+    assert Image.open(str(tmp_path / 'curves.png')).size[0] >= 1000
