@@ -1,0 +1,159 @@
+"""The command line of ``train.py``: the original's flags plus the new ones.
+
+:func:`build_parser` is reusable (``evaluate.py`` and tools that launch runs
+share it); :func:`parse_args` also checks the flags against each other and
+turns ``--lr_decay_iter`` and ``--augment`` into lists, so every later step
+can trust them.
+"""
+import argparse
+
+from chainer_cifar.data import augment
+from chainer_cifar.errors import UserError
+
+OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'amsgrad')
+LR_SHAPES = ('multistep', 'cosine')
+DTYPES = ('float32', 'mixed16')
+MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a :class:`UserError` (one ``error:`` line, exit 2)."""
+
+    def error(self, message):
+        raise UserError('{} (see --help)'.format(message))
+
+
+def add_data_arguments(p):
+    p.add_argument('-d', '--dataset', default='dataset/image.pkl',
+                   help='image pickle written by src/dataset.py (image.pkl, image_norm.pkl, '
+                        'image_zca.pkl or image_norm_zca.pkl)')
+    p.add_argument('-l', '--label', default='dataset/label.pkl', help='label pickle')
+    p.add_argument('--subset', type=int, default=None, metavar='N',
+                   help='for smoke tests: use only the first N training and the first N test images')
+
+
+def add_model_arguments(p):
+    p.add_argument('-m', '--model', default='cnn',
+                   help='model name; `python src/net.py` lists them (cnn, cnnbn, vgg, residual, ...)')
+    p.add_argument('--res_depth', type=int, default=None,
+                   help='residual models: blocks per stage (the model\'s default, 18 for residual)')
+    p.add_argument('--res_width', type=int, default=None,
+                   help='widening factor of models that take one (shake_residual; default 2)')
+    p.add_argument('--skip_depth', action='store_true',
+                   help='residual models: stochastic depth (randomly skip residual blocks)')
+    p.add_argument('--swapout', action='store_true', help='residual models: swapout')
+
+
+def add_device_arguments(p):
+    p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id; negative = CPU')
+    p.add_argument('-b', '--batch_size', type=int, default=100, help='mini-batch size')
+
+
+def build_parser(prog=None):
+    p = Parser(prog=prog, description='Train a CIFAR-10 model with Chainer (the chainer-cifar article\'s '
+                                       'train.py, resumable).',
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_device_arguments(p)
+    add_model_arguments(p)
+    add_data_arguments(p)
+    p.add_argument('-p', '--prefix', default=None,
+                   help='output name: <out>/<prefix>.model, .state, _log.csv, _loss.png, _error.png, '
+                        '.snapshot, _run.json (default: the model name)')
+    p.add_argument('--out', default='.', help='folder for the outputs')
+    p.add_argument('--iter', type=int, default=300, help='number of epochs to train')
+    p.add_argument('--save_iter', type=int, default=0,
+                   help='also save <prefix>_<epoch>.model every this many epochs (0 = never)')
+    p.add_argument('--lr_decay_iter', default='100',
+                   help='multistep: one number N = multiply the learning rate by 0.1 every N epochs; '
+                        'a comma list (e.g. 150,225) = at each of those epochs')
+    p.add_argument('--lr_shape', choices=LR_SHAPES, default='multistep',
+                   help='learning-rate schedule: multistep (see --lr_decay_iter) or cosine annealing '
+                        'to 0 over --iter epochs (after the warm-up)')
+    p.add_argument('--weight_decay', type=float, default=1e-4, help='L2 weight decay')
+    p.add_argument('--optimizer', choices=OPTIMIZERS, default='sgd',
+                   help='sgd = momentum SGD (0.9), nesterov = Nesterov momentum (0.9), adam, '
+                        'amsgrad = Adam with AMSGrad')
+    p.add_argument('--lr', type=float, default=0.01, help='learning rate of sgd and nesterov')
+    p.add_argument('--alpha', type=float, default=0.001, help='Adam/AMSGrad step size (alpha)')
+    p.add_argument('--warmup_epochs', type=float, default=0,
+                   help='train this many epochs at --warmup_lr first (ResNet-110: 1 epoch at 0.01)')
+    p.add_argument('--warmup_lr', type=float, default=0.01, help='learning rate (or alpha) of the warm-up')
+    p.add_argument('--augment', default=augment.DEFAULT,
+                   help='comma list of {} (crop = random +-4 px translation, erase = random '
+                        'erasing)'.format(', '.join(augment.NAMES)))
+    p.add_argument('--no_valid_data', action='store_true',
+                   help='train on every training image, no validation split')
+    p.add_argument('--valid_size', type=int, default=None,
+                   help='validation images held out of the training set (default: 5000 of 50,000; '
+                        '10%% when the training set is smaller)')
+    p.add_argument('--seed', type=int, default=1, help='random seed (NumPy, CuPy, data split, order, '
+                                                       'augmentation)')
+    p.add_argument('--dtype', choices=DTYPES, default='float32',
+                   help='mixed16 = Chainer\'s mixed precision (float16 compute, float32 master '
+                        'weights) with dynamic loss scaling')
+    p.add_argument('--resume', default=None, metavar='SNAPSHOT',
+                   help='continue the run saved in <out>/<prefix>.snapshot')
+    p.add_argument('--test_only', action='store_true',
+                   help='do not train: report the test error of <out>/<prefix>.model')
+    p.add_argument('--quiet', action='store_true', help='print only the final summary')
+    return p
+
+
+def parse_lr_decay(value):
+    """``'100'`` -> 100 (every 100 epochs); ``'150,225'`` -> [150, 225] (at those epochs)."""
+    parts = [s.strip() for s in str(value).split(',')]
+    try:
+        epochs = [int(s) for s in parts]
+    except ValueError:
+        raise UserError('--lr_decay_iter {!r}: expected a positive number of epochs or a comma '
+                        'list of increasing epochs'.format(value))
+    if any(e <= 0 for e in epochs):
+        raise UserError('--lr_decay_iter {!r}: epochs must be positive'.format(value))
+    if len(epochs) == 1:
+        return epochs[0]
+    if any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise UserError('--lr_decay_iter {!r}: the epochs must be strictly increasing'.format(value))
+    return epochs
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    """Check flags against each other; normalise ``lr_decay_iter``, ``augment`` and ``prefix``."""
+    def positive(name):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise UserError('--{} must be positive, got {}'.format(name, getattr(args, name)))
+    for name in ('batch_size', 'subset', 'res_depth', 'res_width'):
+        positive(name)
+    if args.iter <= 0 and not args.test_only:
+        raise UserError('--iter must be positive, got {}'.format(args.iter))
+    for name in ('save_iter', 'weight_decay', 'warmup_epochs'):
+        if getattr(args, name) < 0:
+            raise UserError('--{} must be >= 0, got {}'.format(name, getattr(args, name)))
+    for name in ('lr', 'alpha', 'warmup_lr'):
+        if not getattr(args, name) > 0:
+            raise UserError('--{} must be positive, got {}'.format(name, getattr(args, name)))
+    if args.valid_size is not None:
+        if args.no_valid_data:
+            raise UserError('--valid_size and --no_valid_data contradict each other; give one')
+        if args.valid_size <= 0:
+            raise UserError('--valid_size must be positive (use --no_valid_data for none), got {}'.format(
+                args.valid_size))
+    args.lr_decay_iter = parse_lr_decay(args.lr_decay_iter)
+    args.augment = list(augment.parse_augment(args.augment))
+    if args.prefix is None:
+        args.prefix = args.model
+    if not args.prefix or '/' in args.prefix or '\\' in args.prefix:
+        raise UserError('--prefix {!r} must be a plain file name; use --out for the folder'.format(args.prefix))
+    if args.dtype == 'mixed16' and args.test_only:
+        args.dtype = 'float32'
+    return args
+
+
+def model_options(args):
+    """The model options as ``create_model`` takes them (None/False = the model's default)."""
+    return {k: getattr(args, k) for k in MODEL_OPTIONS}

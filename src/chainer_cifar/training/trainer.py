@@ -1,0 +1,258 @@
+"""Assemble and run Chainer's ``Trainer`` for ``train.py``.
+
+:func:`train` does every check that can fail (flags, data, model, device,
+snapshot) *before* it writes anything, so a bad command leaves no
+half-written output; then it runs the trainer and returns a summary.
+"""
+import collections
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy
+
+import chainer
+import chainer.functions as F
+from chainer import training
+from chainer.training import extensions as E
+
+from chainer_cifar.data.augment import Augmenter
+from chainer_cifar.data.pickles import atomic_write
+from chainer_cifar.errors import UserError
+from chainer_cifar.models.registry import create_model
+from chainer_cifar.training import checkpoint, extensions as X
+from chainer_cifar.training.args import model_options
+from chainer_cifar.training.data import Converter, EpochIterator, load_splits, make_eval_iterator
+from chainer_cifar.training.schedule import LearningRate, Schedule
+
+Summary = collections.namedtuple('Summary', 'best_epoch best_valid_error test_error_at_best '
+                                            'final_test_error epochs wall_seconds paths')
+
+
+class Classifier(chainer.Chain):
+    """Softmax cross entropy and accuracy around a predictor; mixup-aware.
+
+    Called as ``(x, t)`` or, with mixup, ``(x, t_a, t_b, lam)``: the loss and
+    accuracy are then ``lam * f(t_a) + (1 - lam) * f(t_b)``. Loss and accuracy
+    are reported weighted by the batch size, so an evaluator's numbers are
+    exact means over the data set even when the last batch is smaller.
+    """
+
+    def __init__(self, predictor):
+        super().__init__()
+        with self.init_scope():
+            self.predictor = predictor
+
+    def forward(self, x, t, t_b=None, lam=None):
+        y = self.predictor(x)
+        if y.dtype != numpy.float32:
+            y = F.cast(y, numpy.float32)  # mixed16: the loss in float32
+        if t_b is None:
+            loss, acc = F.softmax_cross_entropy(y, t), F.accuracy(y, t)
+        else:
+            loss = lam * F.softmax_cross_entropy(y, t) + (1.0 - lam) * F.softmax_cross_entropy(y, t_b)
+            acc = lam * F.accuracy(y, t) + (1.0 - lam) * F.accuracy(y, t_b)
+        n = len(x)
+        chainer.report({'loss': (loss, n), 'accuracy': (acc, n)}, self)
+        return loss
+
+
+def get_device(gpu):
+    """``-g``: a negative id is the CPU; a GPU needs a working CuPy."""
+    if gpu < 0:
+        return chainer.get_device('@numpy')
+    if not chainer.backends.cuda.available:
+        raise UserError('-g {} asks for a GPU, but CuPy is not installed or no CUDA GPU is usable; '
+                        'use -g -1 to run on the CPU'.format(gpu))
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    if gpu >= count:
+        raise UserError('-g {}: there is no such GPU ({} found; ids 0-{})'.format(gpu, count, count - 1))
+    return chainer.get_device('@cupy:{}'.format(gpu))
+
+
+def seed_everything(seed, device):
+    numpy.random.seed(seed)
+    if device.xp is not numpy:
+        device.xp.random.seed(seed)
+
+
+def make_optimizer(args):
+    """``(optimizer, name of its rate attribute, base rate)`` for ``--optimizer``."""
+    O = chainer.optimizers
+    if args.optimizer == 'sgd':
+        return O.MomentumSGD(lr=args.lr, momentum=0.9), 'lr', args.lr
+    if args.optimizer == 'nesterov':
+        return O.NesterovAG(lr=args.lr, momentum=0.9), 'lr', args.lr
+    if args.optimizer == 'adam':
+        return O.Adam(alpha=args.alpha), 'alpha', args.alpha
+    if args.optimizer == 'amsgrad':
+        return O.Adam(alpha=args.alpha, amsgrad=True), 'alpha', args.alpha
+    raise UserError('unknown --optimizer {!r}'.format(args.optimizer))
+
+
+def output_paths(args):
+    base = os.path.join(args.out, args.prefix)
+    return {'model': base + '.model', 'state': base + '.state', 'log': base + '_log.csv',
+            'loss_png': base + '_loss.png', 'error_png': base + '_error.png',
+            'snapshot': base + '.snapshot', 'run': base + '_run.json',
+            'every': base + '_{epoch}.model'}
+
+
+def versions(device):
+    v = {'python': platform.python_version(), 'chainer': chainer.__version__, 'numpy': numpy.__version__}
+    if device.xp is not numpy:
+        v['cupy'] = device.xp.__version__
+    return v
+
+
+def dataset_info(image_path):
+    path = os.path.join(os.path.dirname(os.path.abspath(image_path)), 'dataset_info.json')
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:
+        return None
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n'),
+                 mode='w')
+
+
+def count_parameters(model):
+    return int(sum(p.size for p in model.params() if p.array is not None))
+
+
+def _say(args, *msg):
+    if not args.quiet:
+        print(*msg)
+        sys.stdout.flush()
+
+
+def train(args):
+    """Train as the (already checked) ``args`` say; returns a :class:`Summary`."""
+    device = get_device(args.gpu)
+    seed_everything(args.seed, device)
+    options = model_options(args)
+    dtype = chainer.mixed16 if args.dtype == 'mixed16' else numpy.float32
+    with chainer.using_config('dtype', dtype):
+        # The model first: a bad name or option is refused before the (slow) data load.
+        predictor = create_model(args.model, **options)
+        splits = load_splits(args)
+        return _train(args, device, splits, options, predictor)
+
+
+def _train(args, device, splits, options, predictor):
+    start_time = datetime.datetime.now()
+    model = Classifier(predictor)
+    model.to_device(device)
+    optimizer, lr_attr, base_lr = make_optimizer(args)
+    optimizer.setup(model)
+    if args.weight_decay > 0:
+        optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(args.weight_decay))
+    if args.dtype == 'mixed16':
+        # mixed16 makes conv/linear weights float16: keep float32 master copies in the
+        # optimizer, and scale the loss so small float16 gradients do not flush to zero.
+        optimizer.use_fp32_update()
+        optimizer.loss_scaling()
+
+    # Separate generators for the split (seed), the order (seed+1) and the
+    # augmentation (seed+2): changing --augment does not change the order.
+    augmenter = Augmenter(args.augment, seed=args.seed + 2)
+    train_iter = EpochIterator(splits.train, args.batch_size, args.seed + 1)
+    updater = training.updaters.StandardUpdater(train_iter, optimizer, converter=Converter(device, augmenter))
+    paths = output_paths(args)
+    trainer = training.Trainer(updater, (args.iter, 'epoch'), out=args.out)
+
+    has_valid = splits.valid is not None
+    meta = {'model': args.model, 'model_options': options, 'n_train': len(splits.train),
+            'n_valid': len(splits.valid) if has_valid else 0, 'n_test': len(splits.test),
+            'batch_size': args.batch_size, 'dtype': args.dtype, 'seed': args.seed,
+            'augment': args.augment}
+    schedule = Schedule(base_lr, args.iter, args.lr_shape, args.lr_decay_iter, args.warmup_epochs,
+                        args.warmup_lr)
+    trainer.extend(LearningRate(schedule, lr_attr))
+    eval_converter = Converter(device)
+    if has_valid:
+        trainer.extend(E.Evaluator(make_eval_iterator(splits.valid, args.batch_size), model,
+                                   converter=eval_converter), name='validation')
+    trainer.extend(E.Evaluator(make_eval_iterator(splits.test, args.batch_size), model,
+                               converter=eval_converter), name='test')
+    trainer.extend(X.NaNGuard(paths['snapshot']))
+    log_report = E.LogReport(log_name=None)
+    trainer.extend(log_report)
+    best = X.BestModel(predictor, optimizer, paths['model'], paths['state'], has_valid)
+    trainer.extend(best)
+    trainer.extend(X.CSVLog(log_report, paths['log'], paths['loss_png'], paths['error_png']))
+    if args.save_iter:
+        trainer.extend(X.SaveEvery(predictor, paths['every'], args.save_iter))
+    trainer.extend(checkpoint.RandomStates({None: None, 'augment': augmenter.rng},
+                                           seed=args.seed, device=device))
+    if not args.quiet:
+        trainer.extend(X.print_report(has_valid))
+        iters_per_epoch = -(-len(splits.train) // args.batch_size)
+        trainer.extend(X.Progress(args.batch_size, args.iter, iters_per_epoch))
+    snapshot = X.Snapshot(paths['snapshot'], meta)
+    trainer.extend(snapshot)
+    guard = X.InterruptGuard(snapshot)
+    trainer.extend(guard)
+
+    if args.resume:
+        checkpoint.load_snapshot(args.resume, trainer, meta)
+        _say(args, 'resumed from {} at epoch {} (iteration {})'.format(
+            args.resume, updater.epoch_detail, updater.iteration))
+
+    # Everything that can be refused has been checked: from here on, write.
+    n_params = count_parameters(predictor)
+    record = {'args': vars(args), 'model': args.model, 'model_options': options, 'parameters': n_params,
+              'n_train': meta['n_train'], 'n_valid': meta['n_valid'], 'n_test': meta['n_test'],
+              'images': os.path.abspath(args.dataset), 'labels': os.path.abspath(args.label),
+              'device': str(device), 'versions': versions(device), 'start_time': start_time.isoformat(),
+              'end_time': None, 'wall_seconds': None, 'status': 'running'}
+    info = dataset_info(args.dataset)
+    if info is not None:
+        record['dataset'] = info
+    os.makedirs(args.out, exist_ok=True)
+    write_json(paths['run'], record)
+    _say(args, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
+        args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
+
+    t0 = time.time()
+    status = 'failed'
+    guard.install()
+    try:
+        trainer.run(show_loop_exception_msg=False)
+        status = 'finished'
+    except X.TrainingInterrupted:
+        status = 'interrupted'
+        raise
+    except X.TrainingDiverged:
+        status = 'diverged'
+        raise
+    finally:
+        guard.uninstall()
+        record.update(status=status, end_time=datetime.datetime.now().isoformat(),
+                      wall_seconds=round(time.time() - t0, 3), epochs=updater.epoch,
+                      best_epoch=best.best_epoch,
+                      best_valid_error=best.best_error if has_valid else None,
+                      test_error_at_best=best.test_error_at_best)
+        write_json(paths['run'], record)
+
+    rows = X.log_rows(log_report.log)
+    summary = Summary(best.best_epoch, best.best_error if has_valid else None, best.test_error_at_best,
+                      rows[-1]['test_error'] if rows else None, updater.epoch, time.time() - t0, paths)
+    if has_valid:
+        print('best validation error {:.2f}% at epoch {}; test error at that epoch {:.2f}% '
+                   '(final test error {:.2f}%)'.format(100 * summary.best_valid_error, summary.best_epoch,
+                                                      100 * summary.test_error_at_best,
+                                                      100 * summary.final_test_error))
+    elif rows:
+        print('no validation set: test error of the last epoch ({}) {:.2f}%'.format(
+            summary.epochs, 100 * summary.final_test_error))
+    return summary
