@@ -1,0 +1,29 @@
+"""Fast NumPy kernels for the CPU, as Chainer FunctionNodes.
+
+Chainer's NumPy paths spend most of a training step copying (im2col,
+``tensordot`` transposes, col2im); these nodes do the same arithmetic with one
+im2col copy per convolution, GEMMs on untransposed matrices, pooling without
+im2col and a fused BatchNormalization, using every core for the copies.
+
+Each function has Chainer's signature and falls back to Chainer's own function
+for CuPy / ChainerX arrays, unsupported options, or when the fast kernels are
+switched off::
+
+    with chainer.using_config('use_fast_kernels', False):   # stock Chainer
+        ...
+    chainer_cifar.functions.set_fast_kernels(False)          # for the process
+
+The drop-in links are in :mod:`chainer_cifar.links`.
+"""
+from chainer_cifar.functions._config import fast_kernels_enabled, set_fast_kernels, use_fast
+from chainer_cifar.functions._parallel import num_threads, set_num_threads
+from chainer_cifar.functions.batch_norm import (BatchNormalizationFast, FixedBatchNormalizationFast,
+                                                batch_normalization, fixed_batch_normalization)
+from chainer_cifar.functions.convolution import Convolution2DFast, convolution_2d
+from chainer_cifar.functions.pooling import (AveragePooling2DFast, MaxPooling2DFast,
+                                             average_pooling_2d, max_pooling_2d)
+
+__all__ = ['fast_kernels_enabled', 'set_fast_kernels', 'use_fast', 'num_threads', 'set_num_threads',
+           'BatchNormalizationFast', 'FixedBatchNormalizationFast', 'batch_normalization',
+           'fixed_batch_normalization', 'Convolution2DFast', 'convolution_2d',
+           'AveragePooling2DFast', 'MaxPooling2DFast', 'average_pooling_2d', 'max_pooling_2d']

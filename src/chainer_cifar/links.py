@@ -1,0 +1,95 @@
+"""Drop-in links that use the fast NumPy kernels of :mod:`chainer_cifar.functions`.
+
+``Convolution2D`` and ``BatchNormalization`` subclass Chainer's links: the same
+constructor signatures, parameter and persistent names (``W``, ``b``;
+``gamma``, ``beta``, ``avg_mean``, ``avg_var``, ``N``), so saved models load
+either way. ``forward`` takes the fast path for NumPy arrays while
+``chainer.config.use_fast_kernels`` is on (the default) and calls Chainer's
+own implementation otherwise (CuPy, ChainerX, options not handled, or the
+switch off). To use them in model code::
+
+    from chainer_cifar import links as L        # instead of: import chainer.links as L
+    from chainer_cifar.links import max_pooling_2d, average_pooling_2d
+
+Every other name (``L.Linear``, ``L.Classifier`` ...) is re-exported from
+``chainer.links`` so the first import line can replace Chainer's wholesale.
+"""
+import chainer
+import chainer.links as _L
+from chainer import configuration
+from chainer.links import *  # noqa: F401,F403  (re-export: L.Linear etc. keep working)
+from chainer.utils import argument
+
+from chainer_cifar.functions import batch_norm as _bn
+from chainer_cifar.functions import convolution as _conv
+from chainer_cifar.functions._config import use_fast
+from chainer_cifar.functions.pooling import average_pooling_2d, max_pooling_2d  # noqa: F401
+
+
+class Convolution2D(_L.Convolution2D):
+    """:class:`chainer.links.Convolution2D` with the fast NumPy convolution."""
+
+    def forward(self, x):
+        W = self.W
+        if (W.raw_array is not None and not self.cudnn_fast and self.groups == 1
+                and _conv._pair(self.dilate) == (1, 1)
+                and use_fast(x, W, self.b)
+                and getattr(x, 'layout', None) is None):
+            args = (x, W) if self.b is None else (x, W, self.b)
+            y, = _conv.Convolution2DFast(self.stride, self.pad).apply(args)
+            return y
+        return super(Convolution2D, self).forward(x)
+
+
+class BatchNormalization(_L.BatchNormalization):
+    """:class:`chainer.links.BatchNormalization` with the fused NumPy kernels.
+
+    Train mode uses the batch statistics and updates ``avg_mean``/``avg_var``
+    exactly as Chainer does; test mode uses the running averages. ``finetune``,
+    non-default ``axis``, recomputation and non-NumPy arrays take Chainer's path.
+    """
+
+    def forward(self, x, **kwargs):
+        finetune, = argument.parse_kwargs(
+            kwargs, ('finetune', False),
+            test='test argument is not supported anymore. Use chainer.using_config')
+        if (finetune or self.avg_mean is None or self.axis is not None
+                or getattr(chainer.config, 'in_recomputing', False)
+                or x.ndim not in (2, 4) or self.avg_mean.ndim != 1
+                or getattr(x, 'layout', None) is not None):
+            return super(BatchNormalization, self).forward(x, finetune=finetune)
+        gamma = self.gamma
+        if gamma is None:
+            gamma, = self._get_gamma()
+        beta = self.beta
+        if beta is None:
+            beta, = self._get_beta()
+        if not use_fast(x, gamma, beta, self.avg_mean, self.avg_var):
+            return super(BatchNormalization, self).forward(x, finetune=finetune)
+        if configuration.config.train:
+            y, = _bn.BatchNormalizationFast(self.eps, self.avg_mean, self.avg_var,
+                                            self.decay).apply((x, gamma, beta))
+        else:
+            y, = _bn.FixedBatchNormalizationFast(self.eps).apply(
+                (x, gamma, beta, self.avg_mean, self.avg_var))
+        return y
+
+
+_SWAPS = ((_L.Convolution2D, Convolution2D), (_L.BatchNormalization, BatchNormalization))
+
+
+def accelerate(model):
+    """Switch every plain ``chainer.links`` Convolution2D / BatchNormalization in ``model`` to
+    the fast subclasses above, in place (they add no state, so only the class changes).
+
+    Returns the number of links switched. Functions called inside ``forward``
+    (e.g. ``F.max_pooling_2d``) are not affected: use this module's
+    :func:`max_pooling_2d` in the model code for those.
+    """
+    n = 0
+    for link in model.links():
+        for stock, fast in _SWAPS:
+            if type(link) is stock:
+                link.__class__ = fast
+                n += 1
+    return n
