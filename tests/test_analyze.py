@@ -27,7 +27,7 @@ class TinyAnalysisNet(chainer.Chain):
         return self.fc(F.tanh(self.conv(x)))
 
 
-register_model('tiny_analysis_test', source='tests')(lambda res_depth=1: TinyAnalysisNet(res_depth))
+register_model('tiny_analysis_test', source='tests', description='a tiny conv+linear net for the analysis tests')(lambda res_depth=1: TinyAnalysisNet(res_depth))
 
 
 @pytest.fixture

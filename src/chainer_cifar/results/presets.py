@@ -58,6 +58,8 @@ PRESETS = collections.OrderedDict((p.name, p) for p in [
            'ResNet-20 v1 without augmentation'),
     Preset('keras-resnet20-v1-dropout', ['-m', 'resnet20_v1_dropout', '--augment', 'none'] + _KERAS,
            'ResNet-20 v1 with dropout, no augmentation'),
+    Preset('keras-resnet-n8-dropout', ['-m', 'resnet50_v1_dropout', '--augment', 'none'] + _KERAS,
+           'ResNet v1 n=8 (50 layers) with dropout, no augmentation as for its n=3 sibling'),
     Preset('keras-ablation-base', ['-m', 'ablation_base', '--augment', 'none'] + _KERAS,
            'ablation ladder: base network, no augmentation'),
     Preset('keras-ablation-aug', ['-m', 'ablation_base'] + _KERAS, 'ablation ladder: + augmentation'),
