@@ -24,18 +24,21 @@ def test_bench_cli_writes_json(tmp_path, capsys):
     assert 'data_pipeline' in data
     text = capsys.readouterr().out
     assert '| resnet20 | train |' in text
-    assert F.max_pooling_2d is original  # the benchmark's patch is undone
+    assert F.max_pooling_2d is original  # the benchmark patches nothing
 
 
-def test_pooling_patch_is_restored():
-    original = F.max_pooling_2d
-    with cbench.fast_pooling_in_model_code():
-        assert F.max_pooling_2d is not original
+def test_registry_models_run_the_fast_nodes_without_any_patch():
+    model, source = cbench.build_chainer_model('cnn')
+    assert source == 'registry'
+    import numpy
+    x = numpy.zeros((1, 3, 32, 32), numpy.float32)
+    with chainer.using_config('train', False):
+        assert model(x).creator.__class__.__name__ == 'LinearFunction'
+        h = model.conv1(x)
+        assert h.creator.__class__.__name__ == 'Convolution2DFast'
         with chainer.using_config('use_fast_kernels', False):
-            import numpy
-            y = F.max_pooling_2d(numpy.zeros((1, 1, 4, 4), numpy.float32), 2)
-            assert y.creator.__class__.__name__ != 'MaxPooling2DFast'
-    assert F.max_pooling_2d is original
+            assert model.conv1(x).creator.__class__.__name__ == 'Convolution2DFunction'
+    assert F.max_pooling_2d.__module__.startswith('chainer.')
 
 
 def test_reference_models_build():

@@ -16,7 +16,6 @@ plus the data-pipeline rate, the peak Python-heap memory of one training step
 all as JSON with ``--json``. Timings belong here, not in the unit tests.
 """
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -119,30 +118,12 @@ REFERENCE = {'cnn': RefCNN, 'resnet20': lambda: RefResNet(3), 'resnet56': lambda
              'resnet110': lambda: RefResNet(18)}
 
 
-@contextlib.contextmanager
-def fast_pooling_in_model_code(enabled=True):
-    """Route ``chainer.functions.max_pooling_2d`` / ``average_pooling_2d`` to the fast
-    versions while the block runs (benchmark only).
-
-    Registry models call ``F.max_pooling_2d`` in their ``forward``; until they
-    import :mod:`chainer_cifar.links` instead, this lets the benchmark measure
-    them as they will run then. The fast functions still fall back to
-    Chainer's originals under ``use_fast_kernels=False``.
-    """
-    if not enabled:
-        yield
-        return
-    from chainer_cifar.functions import pooling
-    saved = F.max_pooling_2d, F.average_pooling_2d
-    F.max_pooling_2d, F.average_pooling_2d = pooling.max_pooling_2d, pooling.average_pooling_2d
-    try:
-        yield
-    finally:
-        F.max_pooling_2d, F.average_pooling_2d = saved
-
-
 def build_chainer_model(name, source='auto'):
-    """The registry's model ``name`` with the fast links swapped in, else a reference model."""
+    """The registry's model ``name`` (built from :mod:`chainer_cifar.links`), else a reference model.
+
+    ``accelerate`` is a no-op for the registry's models (they already use the
+    fast links); it stays for models that would still build Chainer's links.
+    """
     if source in ('auto', 'registry'):
         try:
             from chainer_cifar.models import create_model
@@ -292,7 +273,7 @@ def peak_memory(step):
     return peak / 2 ** 20
 
 
-def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print, patch_pooling=True):
+def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
     rng = numpy.random.RandomState(0)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32)
     t = rng.randint(0, 10, size=batch).astype(numpy.int32)
@@ -303,10 +284,8 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print, 
         result['source'] = source
         result['params'] = int(sum(p.size for p in model.params()))
         train, infer = _chainer_steps(model, x, t)
-        result['patched_pooling'] = patch_pooling
         for backend in chainer_backends:
-            with chainer.using_config('use_fast_kernels', backend == 'fast'), \
-                    fast_pooling_in_model_code(patch_pooling):
+            with chainer.using_config('use_fast_kernels', backend == 'fast'):
                 entry = {}
                 for kind, fn in (('train', train), ('infer', infer)):
                     entry[kind] = _summary(_time(fn, repeats, warmup), batch)
@@ -428,8 +407,6 @@ def parse_args(argv=None):
     p.add_argument('--no-torch', action='store_true', help='skip the PyTorch columns')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--no-data', action='store_true', help='skip the data-pipeline rate')
-    p.add_argument('--no-patch-pooling', action='store_true',
-                   help='leave F.max_pooling_2d / F.average_pooling_2d inside model code as Chainer\'s')
     p.add_argument('--json', help='write the results to this JSON file')
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(',') if b.strip()]
@@ -456,7 +433,7 @@ def main(argv=None):
     results = []
     for name in args.models:
         results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,
-                                   memory=not args.no_memory, patch_pooling=not args.no_patch_pooling))
+                                   memory=not args.no_memory))
     data = None if args.no_data else bench_data_pipeline(args.batch)
     env['loadavg_end'] = os.getloadavg()
     print()

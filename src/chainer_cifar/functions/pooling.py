@@ -21,7 +21,7 @@ from chainer_cifar.functions import _parallel
 from chainer_cifar.functions._config import use_fast
 
 # Chainer's own functions, captured at import so the fallbacks stay Chainer's
-# even where chainer.functions is patched (see chainer_cifar.bench).
+# even if someone routes chainer.functions' names to the functions here.
 _chainer_max_pooling_2d = F.max_pooling_2d
 _chainer_average_pooling_2d = F.average_pooling_2d
 

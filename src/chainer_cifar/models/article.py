@@ -8,8 +8,8 @@ Chainer default LeCun normal elsewhere); the same initializers are used here.
 """
 import chainer
 import chainer.functions as F
-import chainer.links as L
 
+from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / pooling
 from chainer_cifar.errors import UserError
 from chainer_cifar.models import blocks
 from chainer_cifar.models.blocks import (ConvBN, PreActBlock, PyramidBlock, ResidualBase,
@@ -55,7 +55,7 @@ class _ConvPoolNet(chainer.Chain):
             h = self[name](h)
             if needs_relu:  # ConvBN applies its own ReLU after BN
                 h = F.relu(h)
-            h = F.max_pooling_2d(h, 3, 2)
+            h = L.max_pooling_2d(h, 3, 2)
         h = F.relu(self.l1(F.dropout(h)))
         return self.l2(F.dropout(h))
 
@@ -118,7 +118,7 @@ class VGG(chainer.Chain):
         for names in self._stages:
             for name in names:
                 h = self[name](h)
-            h = F.dropout(F.max_pooling_2d(h, 2), 0.25)
+            h = F.dropout(L.max_pooling_2d(h, 2), 0.25)
         if self._head != 'fc':
             return F.average(self.conv4(h), axis=(2, 3))
         h = F.relu(self.fc4(F.dropout(h)))

@@ -1,8 +1,11 @@
 """Building blocks shared by every model family.
 
-Everything here is ``xp``-generic: forward passes use Chainer functions only,
-so the same links run on NumPy (CPU) and CuPy (GPU). Train/test behaviour
-comes from ``chainer.config.train``.
+Everything here is ``xp``-generic: convolutions, BatchNormalization and
+pooling come from :mod:`chainer_cifar.links`, which run the fast NumPy kernels
+of :mod:`chainer_cifar.functions` on the CPU and Chainer's own functions on
+CuPy arrays (GPU) or under ``chainer.using_config('use_fast_kernels', False)``;
+everything else is plain Chainer functions. Train/test behaviour comes from
+``chainer.config.train``.
 
 Link names inside the blocks (``conv``/``bn``, ``conv1``/``bn1``/``conv2``/
 ``bn2``) are the ones the original chainer-cifar used, so its ``.model``
@@ -12,8 +15,10 @@ import numpy
 
 import chainer
 import chainer.functions as F
-import chainer.links as L
 from chainer import initializers
+
+from chainer_cifar import links as L  # Chainer's links, with the fast Convolution2D / BatchNormalization
+from chainer_cifar.functions import convolution_2d
 
 
 def he_normal():
@@ -57,7 +62,7 @@ def zero_pad_shortcut(x, out_channels, stride=1, subsample='stride'):
     """
     if stride != 1:
         if subsample == 'average':
-            x = F.average_pooling_2d(x, stride, stride)
+            x = L.average_pooling_2d(x, stride, stride)
         else:
             x = x[:, :, ::stride, ::stride]
     missing = out_channels - x.shape[1]
@@ -357,7 +362,7 @@ class WeightNormConvolution2D(_WeightNormLink):
         self.stride, self.pad = stride, pad
 
     def forward(self, x):
-        return F.convolution_2d(x, self.W, self.b, self.stride, self.pad)
+        return convolution_2d(x, self.W, self.b, self.stride, self.pad)
 
 
 class WeightNormLinear(_WeightNormLink):

@@ -7,9 +7,9 @@ below is the one the experiments *report*; we have not reproduced it.
 """
 import chainer
 import chainer.functions as F
-import chainer.links as L
 from chainer import initializers
 
+from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / pooling
 from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase, he_normal,
                                          three_stage_plan)
 from chainer_cifar.models.registry import register_model
@@ -35,7 +35,7 @@ class KerasSimpleCNN(chainer.Chain):
 
     def forward(self, x):
         h = F.relu(self.conv2(F.relu(self.conv1(x))))  # 32 -> 30 -> 28
-        h = F.dropout(F.max_pooling_2d(h, 2), 0.25)     # -> 14
+        h = F.dropout(L.max_pooling_2d(h, 2), 0.25)     # -> 14
         h = F.dropout(F.relu(self.fc1(h)), 0.5)
         return self.fc2(h)
 
@@ -66,7 +66,7 @@ class KerasDeepCNN(chainer.Chain):
         for names, ratio in zip(self._stages, self._dropouts):
             for name in names:
                 h = self[name](h)
-            h = F.dropout(F.max_pooling_2d(h, 2), ratio)
+            h = F.dropout(L.max_pooling_2d(h, 2), ratio)
         return self.fc(h)
 
 

@@ -11,7 +11,6 @@ parameter counts 0.27M/0.46M/0.66M/0.85M/1.7M/19.4M and test errors
 ``plainN`` are the same networks without shortcuts (Fig. 6 left:
 the degradation experiment).
 """
-import chainer.links as L
 
 from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase, he_normal,
                                          three_stage_plan)
