@@ -187,3 +187,54 @@ def test_curves_overlay_several_logs(tmp_path):
         (tmp_path / (name + '_log.csv')).write_text(header + '1,2,0.8,2,0.8,2,0.8,0.1,1\n2,1,0.5,1,0.5,1,0.5,0.1,2\n')
     analyze.main(['curves', str(tmp_path / 'a_log.csv'), str(tmp_path / 'b_log.csv'), '--out', str(tmp_path)])
     assert Image.open(str(tmp_path / 'curves.png')).size[0] >= 1000
+
+
+def test_predicted_probabilities_have_the_right_shape_and_range(trained):
+    _, model, images, _ = trained
+    probs = analysis.predict_batches(model, images['test'].reshape(-1, 3, 32, 32), batch_size=16)
+    assert probs.shape == (len(images['test']), 10) and probs.dtype == numpy.float32
+    assert (probs >= 0).all() and (probs <= 1).all()
+    numpy.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    top = analysis.top_k(probs)
+    assert all(len(t) == 3 and t[0][1] >= t[1][1] >= t[2][1] for t in top)
+    assert all(c in analysis.CLASSES for t in top for c, _ in t)
+
+
+def test_saliency_equals_central_differences_in_every_channel():
+    """The map is max over channels of |d logit / d x|: check it against central differences of all 3 channels."""
+    with chainer.using_config('dtype', numpy.float64):
+        model = TinyAnalysisNet()
+    x = numpy.random.RandomState(5).randn(1, 3, 32, 32)
+    target = numpy.array([7], numpy.int32)  # an explicit class, not the predicted one
+    maps, targets = analysis.saliency(model, x, target)
+    assert targets.tolist() == [7] and maps.shape == (1, 32, 32)
+    eps = 1e-5
+    for (i, j) in [(0, 0), (9, 20), (31, 31), (16, 3)]:
+        numeric = []
+        for c in range(3):
+            hi, lo = x.copy(), x.copy()
+            hi[0, c, i, j] += eps
+            lo[0, c, i, j] -= eps
+            with chainer.using_config('train', False):
+                numeric.append((model(hi).array[0, 7] - model(lo).array[0, 7]) / (2 * eps))
+        assert maps[0, i, j] == pytest.approx(max(abs(v) for v in numeric), rel=1e-6, abs=1e-9)
+
+
+def test_dataset_of_the_wrong_image_size_gives_one_clear_line(trained, tmp_path, capsys):
+    small = tmp_path / 'small'
+    small.mkdir()
+    pickles.save_pickle({'train': numpy.zeros((4, 768), numpy.float32), 'test': numpy.zeros((4, 768), numpy.float32)},
+                        str(small / 'image.pkl'))
+    pickles.save_pickle({'train': numpy.zeros(4, numpy.int32), 'test': numpy.zeros(4, numpy.int32)},
+                        str(small / 'label.pkl'))
+    rc = analyze.run_main(analyze.main, ['confusion', str(trained[0]), '-d', str(small / 'image.pkl'),
+                                         '--out', str(tmp_path / 'o')])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith('error:'), err
+
+
+@pytest.mark.parametrize('flags', [['-m', 'cnn'], ['-m', 'resnet20']])
+def test_model_that_does_not_match_the_options_gives_one_clear_line(trained, tmp_path, capsys, flags):
+    rc = analyze.run_main(analyze.main, ['confusion', str(trained[0])] + flags + ['--out', str(tmp_path / 'o')])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and 'does not fit model ' + flags[1] in err, err
