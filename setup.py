@@ -16,6 +16,6 @@ setup(
     packages=find_packages('src'),
     python_requires='>=3.10',
     install_requires=['chainer==7.8.1', 'numpy>=1.20', 'six', 'pillow', 'matplotlib'],
-    extras_require={'test': ['pytest'], 'mpi': ['mpi4py']},
+    extras_require={'test': ['pytest'], 'mpi': ['mpi4py>=3.1']},
     license='MIT',
 )

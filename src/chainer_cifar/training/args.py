@@ -14,6 +14,9 @@ OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'amsgrad')
 LR_SHAPES = ('multistep', 'cosine')
 DTYPES = ('float32', 'mixed16')
 MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
+# ChainerMN's communicators (chainer_cifar.training.distributed.COMMUNICATORS; kept here so
+# that parsing the flags imports neither Chainer nor MPI).
+COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
 
 
 class Parser(argparse.ArgumentParser):
@@ -96,7 +99,18 @@ def build_parser(prog=None):
     p.add_argument('--test_only', action='store_true',
                    help='do not train: report the test error of <out>/<prefix>.model')
     p.add_argument('--quiet', action='store_true', help='print only the final summary')
+    add_distributed_arguments(p)
     return p
+
+
+def add_distributed_arguments(p):
+    p.add_argument('--communicator', choices=COMMUNICATORS, default=None,
+                   help='data-parallel training with ChainerMN under `mpiexec -n N` (needs MPI and mpi4py): '
+                        'naive (CPU or GPU), flat, non_cuda_aware, pure_nccl (GPU). -b is then per worker '
+                        '(docs/distributed.md)')
+    p.add_argument('--sync_bn', action='store_true',
+                   help='with --communicator: BatchNorm statistics over the total batch of all workers '
+                        '(ChainerMN\'s MultiNodeBatchNormalization)')
 
 
 def parse_lr_decay(value):
@@ -151,6 +165,9 @@ def check_args(args):
         raise UserError('--prefix {!r} must be a plain file name; use --out for the folder'.format(args.prefix))
     if args.dtype == 'mixed16' and args.test_only:
         args.dtype = 'float32'
+    if getattr(args, 'communicator', None) is not None or getattr(args, 'sync_bn', False):
+        from chainer_cifar.training import distributed
+        distributed.check_args(args)
     return args
 
 

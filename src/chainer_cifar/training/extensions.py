@@ -241,14 +241,21 @@ class InterruptGuard(training.Extension):
     snapshot (mid-epoch: the iterator position and the partial epoch's log
     are in it) and raises :class:`TrainingInterrupted`. A second Ctrl-C
     interrupts at once.
+
+    In a data-parallel run ``sync`` (:class:`.distributed.Agreement`) makes
+    every worker stop in the same iteration (one that stopped alone would
+    leave the others waiting in the next all-reduce); only the worker with
+    ``save`` writes the snapshot, and all wait until it is written.
     """
 
     trigger = (1, 'iteration')
     priority = -200
     name = 'interrupt_guard'
 
-    def __init__(self, snapshot):
+    def __init__(self, snapshot, sync=None, save=True):
         self.snapshot = snapshot
+        self.sync = sync
+        self.save = save
         self.requested = False
         self._previous = None
 
@@ -267,8 +274,12 @@ class InterruptGuard(training.Extension):
             self._previous = None
 
     def __call__(self, trainer):
-        if self.requested:
-            self.snapshot.save(trainer)
+        requested = self.requested if self.sync is None else self.sync.any(self.requested)
+        if requested:
+            if self.save:
+                self.snapshot.save(trainer)
+            if self.sync is not None:
+                self.sync.barrier()
             raise TrainingInterrupted(self.snapshot.path)
 
 

@@ -136,8 +136,19 @@ def _say(args, *msg):
 
 
 def train(args):
-    """Train as the (already checked) ``args`` say; returns a :class:`Summary`."""
-    device = get_device(args.gpu)
+    """Train as the (already checked) ``args`` say; returns a :class:`Summary`.
+
+    With ``args.communicator`` this is one worker of a data-parallel run
+    (see :mod:`.distributed`); without it nothing of MPI is imported.
+    """
+    comm = None
+    if getattr(args, 'communicator', None):
+        from chainer_cifar.training import distributed
+        comm = distributed.create_communicator(args.communicator)
+        device = distributed.get_device(comm, args.gpu, get_device)
+    else:
+        device = get_device(args.gpu)
+    # The same seed on every worker: identical initial weights before the broadcast, too.
     seed_everything(args.seed, device)
     options = model_options(args)
     dtype = chainer.mixed16 if args.dtype == 'mixed16' else numpy.float32
@@ -145,14 +156,26 @@ def train(args):
         # The model first: a bad name or option is refused before the (slow) data load.
         predictor = create_model(args.model, **options)
         splits = load_splits(args)
-        return _train(args, device, splits, options, predictor)
+        return _train(args, device, splits, options, predictor, comm)
 
 
-def _train(args, device, splits, options, predictor):
+def _train(args, device, splits, options, predictor, comm=None):
     start_time = datetime.datetime.now()
+    dist = None
+    if comm is not None:
+        from chainer_cifar.training import distributed as dist
+        if args.sync_bn:
+            predictor = dist.sync_batch_norm(predictor, comm)
+        if comm.rank != 0:
+            args.quiet = True  # one voice: rank 0 prints
+            seed_everything(args.seed + dist.seed_offset(comm), device)  # own dropout/depth draws
+    writer = dist is None or dist.is_writer(comm)
+    offset = 0 if dist is None else dist.seed_offset(comm)
     model = Classifier(predictor)
     model.to_device(device)
     optimizer, lr_attr, base_lr = make_optimizer(args)
+    if dist is not None:
+        optimizer = dist.multi_node_optimizer(optimizer, comm)
     optimizer.setup(model)
     if args.weight_decay > 0:
         optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(args.weight_decay))
@@ -164,8 +187,9 @@ def _train(args, device, splits, options, predictor):
 
     # Separate generators for the split (seed), the order (seed+1) and the
     # augmentation (seed+2): changing --augment does not change the order.
-    augmenter = Augmenter(args.augment, seed=args.seed + 2)
-    train_iter = EpochIterator(splits.train, args.batch_size, args.seed + 1)
+    augmenter = Augmenter(args.augment, seed=args.seed + 2 + offset)
+    train_data = splits.train if dist is None else dist.scatter(splits.train, comm, args.seed + 3, True)
+    train_iter = EpochIterator(train_data, args.batch_size, args.seed + 1 + offset)
     updater = training.updaters.StandardUpdater(train_iter, optimizer, converter=Converter(device, augmenter))
     paths = output_paths(args)
     trainer = training.Trainer(updater, (args.iter, 'epoch'), out=args.out)
@@ -175,38 +199,58 @@ def _train(args, device, splits, options, predictor):
             'n_valid': len(splits.valid) if has_valid else 0, 'n_test': len(splits.test),
             'batch_size': args.batch_size, 'dtype': args.dtype, 'seed': args.seed,
             'augment': args.augment}
+    if dist is not None:
+        meta['workers'] = comm.size  # absent = 1: single-process snapshots stay as they were
     schedule = Schedule(base_lr, args.iter, args.lr_shape, args.lr_decay_iter, args.warmup_epochs,
                         args.warmup_lr)
     trainer.extend(LearningRate(schedule, lr_attr))
     eval_converter = Converter(device)
+
+    def evaluator(dataset):
+        if dist is None:
+            return E.Evaluator(make_eval_iterator(dataset, args.batch_size), model, converter=eval_converter)
+        return dist.evaluator(dataset, args.batch_size, model, eval_converter, comm, args.seed + 3,
+                              make_eval_iterator)
     if has_valid:
-        trainer.extend(E.Evaluator(make_eval_iterator(splits.valid, args.batch_size), model,
-                                   converter=eval_converter), name='validation')
-    trainer.extend(E.Evaluator(make_eval_iterator(splits.test, args.batch_size), model,
-                               converter=eval_converter), name='test')
+        trainer.extend(evaluator(splits.valid), name='validation')
+    trainer.extend(evaluator(splits.test), name='test')
+    if dist is not None:
+        trainer.extend(dist.AggregateTrainObservation(comm))
     trainer.extend(X.NaNGuard(paths['snapshot']))
     log_report = E.LogReport(log_name=None)
     trainer.extend(log_report)
     best = X.BestModel(predictor, optimizer, paths['model'], paths['state'], has_valid)
-    trainer.extend(best)
-    trainer.extend(X.CSVLog(log_report, paths['log'], paths['loss_png'], paths['error_png']))
-    if args.save_iter:
-        trainer.extend(X.SaveEvery(predictor, paths['every'], args.save_iter))
+    # Every worker holds the same weights and the same aggregated log: rank 0 alone writes them.
+    if writer:
+        trainer.extend(best)
+        trainer.extend(X.CSVLog(log_report, paths['log'], paths['loss_png'], paths['error_png']))
+        if args.save_iter:
+            trainer.extend(X.SaveEvery(predictor, paths['every'], args.save_iter))
     trainer.extend(checkpoint.RandomStates({None: None, 'augment': augmenter.rng},
                                            seed=args.seed, device=device))
+    n_workers = 1 if dist is None else comm.size
     if not args.quiet:
         trainer.extend(X.print_report(has_valid))
-        iters_per_epoch = -(-len(splits.train) // args.batch_size)
-        trainer.extend(X.Progress(args.batch_size, args.iter, iters_per_epoch))
+        iters_per_epoch = -(-len(train_data) // args.batch_size)
+        trainer.extend(X.Progress(args.batch_size * n_workers, args.iter, iters_per_epoch))
     snapshot = X.Snapshot(paths['snapshot'], meta)
-    trainer.extend(snapshot)
-    guard = X.InterruptGuard(snapshot)
+    if writer:
+        trainer.extend(snapshot)
+    guard = X.InterruptGuard(snapshot, sync=None if dist is None else dist.Agreement(comm), save=writer)
     trainer.extend(guard)
 
     if args.resume:
+        if dist is not None or 'workers' in checkpoint.read_meta(args.resume):
+            from chainer_cifar.training import distributed
+            distributed.check_resume(args.resume, n_workers)
         checkpoint.load_snapshot(args.resume, trainer, meta)
+        if dist is not None:
+            dist.reseed_after_resume(comm, args.seed, updater.iteration,
+                                     [train_iter.rng, augmenter.rng, None])
         _say(args, 'resumed from {} at epoch {} (iteration {})'.format(
             args.resume, updater.epoch_detail, updater.iteration))
+    if dist is not None:
+        dist.broadcast_initial_model(model, optimizer, comm)
 
     # Everything that can be refused has been checked: from here on, write.
     n_params = count_parameters(predictor)
@@ -218,10 +262,16 @@ def _train(args, device, splits, options, predictor):
     info = dataset_info(args.dataset)
     if info is not None:
         record['dataset'] = info
-    os.makedirs(args.out, exist_ok=True)
-    write_json(paths['run'], record)
+    if dist is not None:
+        record.update(workers=comm.size, communicator=args.communicator,
+                      total_batch_size=args.batch_size * comm.size)
+    if writer:
+        os.makedirs(args.out, exist_ok=True)
+        write_json(paths['run'], record)
     _say(args, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
         args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
+    if dist is not None:
+        _say(args, dist.describe(comm, args.batch_size, lr_attr, base_lr))
 
     t0 = time.time()
     status = 'failed'
@@ -242,11 +292,14 @@ def _train(args, device, splits, options, predictor):
                       best_epoch=best.best_epoch,
                       best_valid_error=best.best_error if has_valid else None,
                       test_error_at_best=best.test_error_at_best)
-        write_json(paths['run'], record)
+        if writer:
+            write_json(paths['run'], record)
 
     rows = X.log_rows(log_report.log)
     summary = Summary(best.best_epoch, best.best_error if has_valid else None, best.test_error_at_best,
                       rows[-1]['test_error'] if rows else None, updater.epoch, time.time() - t0, paths)
+    if not writer:
+        return summary
     if has_valid:
         print('best validation error {:.2f}% at epoch {}; test error at that epoch {:.2f}% '
                    '(final test error {:.2f}%)'.format(100 * summary.best_valid_error, summary.best_epoch,
