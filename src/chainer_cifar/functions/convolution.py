@@ -13,11 +13,15 @@ a contiguous ``(K, N*Ho*Wo)`` matrix with ``K = C*kh*kw``. Then
   buffer with ``kh*kw`` strided ``+=`` (col2im), split over channels across the
   cores, and transposed to NCHW once.
 
-Memory versus recomputation: by default ``col`` is kept from forward to
-backward, ``K*N*Ho*Wo`` floats per layer (kh*kw times the input), which is
-the fastest; with ``chainer.config.fast_conv_recompute = True`` only ``x`` is
-kept and ``col`` is rebuilt in backward (one more im2col copy per layer, about
-a third of the peak memory). See docs/performance.md for measured numbers.
+Chunks and wide rows: the batch is processed in chunks of images whose
+columns fit in the cache (``_CHUNK_ELEMENTS``, about 4 MiB), so each chunk's
+im2col copy is read by its GEMM from the cache, and backward rebuilds each
+chunk's columns from ``x`` instead of keeping ``K*N*Ho*Wo`` floats per layer
+(only when the whole batch is one chunk are the columns kept, unless
+``chainer.config.fast_conv_recompute = True``). Stride-1 layers whose padded
+width is close to their output width use "wide-row" columns
+(:func:`im2col_wide`): contiguous runs of ``Ho*Wp`` elements, for a few
+percent more GEMM columns. See docs/performance.md for measured numbers.
 
 Only ``groups=1``, ``dilate=1`` and ``cover_all=False`` are implemented here;
 :func:`convolution_2d` hands everything else (and CuPy / ChainerX arrays, and
@@ -81,6 +85,39 @@ def im2col_cn(x, kh, kw, sy, sx, ph, pw):
     return col
 
 
+def im2col_wide(x, kh, kw, ph, pw):
+    """Stride-1 columns in "wide rows": a contiguous ``(C, kh, kw, N, Ho*Wp)`` array.
+
+    Each tap ``(i, j)`` of image ``n`` and channel ``c`` is the contiguous run
+    of ``Ho*Wp`` elements of the flattened zero-padded image starting at
+    ``i*Wp + j``: the GEMM then computes ``Wp`` outputs per row, of which the
+    last ``Wp - Wo`` are discarded. Long contiguous runs make this copy much
+    cheaper than the ``Wo``-long runs of :func:`im2col_cn`, for ``Wp/Wo`` more
+    GEMM columns. The padded buffer has ``kw - 1`` extra zeros at its end, read
+    only by discarded outputs of the last row.
+    """
+    n, c, h, w = x.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    ho = hp - kh + 1
+    size = n * c * hp * wp
+    buf = numpy.empty(size + kw, dtype=x.dtype)
+    buf[size:] = 0
+    xp = buf[:size].reshape(n, c, hp, wp)
+    if ph:
+        xp[:, :, :ph, :] = 0
+        xp[:, :, ph + h:, :] = 0
+    if pw:
+        xp[:, :, ph:ph + h, :pw] = 0
+        xp[:, :, ph:ph + h, pw + w:] = 0
+    _parallel.copyto(xp[:, :, ph:ph + h, pw:pw + w], x)
+    e = buf.itemsize
+    view = as_strided(buf, (c, kh, kw, n, ho * wp), (hp * wp * e, wp * e, e, c * hp * wp * e, e),
+                      writeable=False)
+    col = numpy.empty(view.shape, dtype=x.dtype)
+    _parallel.copyto(col, view)
+    return col
+
+
 def col2im_cn(gcol, sy, sx, ph, pw, h, w):
     """Adjoint of :func:`im2col_cn`: ``(C, kh, kw, N, Ho, Wo)`` columns to ``(N, C, h, w)``."""
     c, kh, kw, n, ho, wo = gcol.shape
@@ -99,26 +136,59 @@ def col2im_cn(gcol, sy, sx, ph, pw, h, w):
     return gx
 
 
-def _nchw_from_ocn(y_ocn, b, n, o, ho, wo):
-    """``(O, N*Ho*Wo)`` GEMM output to contiguous NCHW, adding the bias on the way."""
-    src = y_ocn.reshape(o, n, ho * wo).transpose(1, 0, 2)
-    y = numpy.empty((n, o, ho, wo), dtype=y_ocn.dtype)
-    yv = y.reshape(n, o, ho * wo)
-    if b is None:
-        _parallel.copyto(yv, src)
-    else:
-        bb = b.astype(y.dtype, copy=False)[:, None]
+# The batch is processed in chunks of images whose im2col columns hold about
+# this many elements (4 MiB of float32): the columns of one chunk are written
+# and read by the GEMM while they are still in the cache, instead of a
+# K*N*Ho*Wo matrix (75 MiB for a 16-channel 32x32 layer at batch 128) going
+# to memory and back.  Backward rebuilds each chunk's columns from ``x``.
+_CHUNK_ELEMENTS = 1 << 20
+# Stride-1 convolutions use wide-row columns (:func:`im2col_wide`) when the
+# padded width exceeds the output width by at most this factor (the GEMMs then
+# do that much more work; 32x32 and 16x16 maps with 3x3 kernels qualify).
+_WIDE_MAX_RATIO = 1.2
 
-        def work(a, c):
-            numpy.add(src[a:c], bb, out=yv[a:c])
-        _parallel.run_chunks(work, n, y.size)
-    return y
+
+def _use_wide(sy, sx, wo, wp):
+    return (sy, sx) == (1, 1) and wp <= _WIDE_MAX_RATIO * wo
+
+
+def _chunks(n, per_image):
+    """``(start, stop)`` image ranges of at most ``_CHUNK_ELEMENTS`` column elements each."""
+    size = max(1, min(n, _CHUNK_ELEMENTS // max(1, per_image)))
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def _write_nchw(dst, y_ocn, bb):
+    """``dst`` (n, O, ...) = ``y_ocn`` (O, n, ...) transposed, plus bias ``bb`` (O, 1, ...) if given."""
+    src = y_ocn.swapaxes(0, 1)
+    if bb is None:
+        _parallel.copyto(dst, src)
+        return
+
+    def work(a, c):
+        numpy.add(src[a:c], bb, out=dst[a:c])
+    _parallel.run_chunks(work, dst.shape[0], dst.size)
+
+
+def _ocn_from_nchw(gy):
+    """``(n, O, Ho, Wo)`` to a contiguous ``(O, n*Ho*Wo)`` matrix."""
+    n, o = gy.shape[:2]
+    out = numpy.empty((o, n, gy.shape[2] * gy.shape[3]), dtype=gy.dtype)
+    _parallel.copyto(out, gy.reshape(n, o, -1).transpose(1, 0, 2))
+    return out.reshape(o, -1)
 
 
 class Convolution2DFast(function_node.FunctionNode):
-    """``y = conv2d(x, W) + b`` on NumPy arrays (groups 1, dilation 1, cover_all False)."""
+    """``y = conv2d(x, W) + b`` on NumPy arrays (groups 1, dilation 1, cover_all False).
+
+    Chunked over the batch (see ``_CHUNK_ELEMENTS``): per chunk one im2col copy,
+    one GEMM and one transposing write to NCHW (bias added on the way). When the
+    whole batch fits in one chunk the columns are kept for backward unless
+    ``fast_conv_recompute`` is set; otherwise backward rebuilds them per chunk.
+    """
 
     col = None
+    wide = False
 
     def __init__(self, stride=1, pad=0):
         self.sy, self.sx = _pair(stride)
@@ -147,11 +217,29 @@ class Convolution2DFast(function_node.FunctionNode):
             raise ValueError('convolution output would be empty: input {}x{}, kernel {}x{}, '
                              'stride {}, pad {}'.format(h, w, kh, kw, (self.sy, self.sx), (self.ph, self.pw)))
         self.x_shape = x.shape
-        col = im2col_cn(x, kh, kw, self.sy, self.sx, self.ph, self.pw)
-        y = numpy.dot(W.reshape(o, -1), col.reshape(c * kh * kw, -1))
-        if chainer.config.enable_backprop and not _recompute():
+        k = c * kh * kw
+        W2 = W.reshape(o, k)
+        y = numpy.empty((n, o, ho, wo), dtype=x.dtype)
+        wp = w + 2 * self.pw
+        self.wide = wide = _use_wide(self.sy, self.sx, wo, wp)
+        if wide:
+            bb = None if b is None else b.astype(x.dtype, copy=False)[:, None, None]
+            chunks = _chunks(n, k * ho * wp)
+        else:
+            bb = None if b is None else b.astype(x.dtype, copy=False)[:, None]
+            chunks = _chunks(n, k * ho * wo)
+        for a, e in chunks:
+            if wide:
+                col = im2col_wide(x[a:e], kh, kw, self.ph, self.pw)
+                yc = numpy.dot(W2, col.reshape(k, -1)).reshape(o, e - a, ho, wp)[:, :, :, :wo]
+                _write_nchw(y[a:e], yc, bb)
+            else:
+                col = im2col_cn(x[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
+                yc = numpy.dot(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
+                _write_nchw(y[a:e].reshape(e - a, o, ho * wo), yc, bb)
+        if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():
             self.col = col
-        return _nchw_from_ocn(y, b, n, o, ho, wo),
+        return y.reshape(n, o, ho, wo),
 
     def backward(self, indexes, grad_outputs):
         gy, = grad_outputs
@@ -161,38 +249,78 @@ class Convolution2DFast(function_node.FunctionNode):
             return _chainer_backward(self, indexes, x, W, gy)
         gy = gy.array
         Wa = W.array
+        xa = x.array
         n, c, h, w = self.x_shape
         o, _, kh, kw = Wa.shape
         _, _, ho, wo = gy.shape
-        gy_ocn = numpy.empty((o, n, ho * wo), dtype=gy.dtype)
-        _parallel.copyto(gy_ocn, gy.reshape(n, o, ho * wo).transpose(1, 0, 2))
-        gy2 = gy_ocn.reshape(o, -1)
-        col = self.col
-        if col is None:  # fast_conv_recompute: rebuild the columns instead of keeping them
-            col = im2col_cn(x.array, kh, kw, self.sy, self.sx, self.ph, self.pw)
+        k = c * kh * kw
+        W2 = Wa.reshape(o, k)
+        stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
+        wf = _flipped(Wa) if 0 in indexes and stride1 else None
+        gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
+        gW = gb = None
+        wide = self.wide
+        wp = w + 2 * self.pw
+        for a, e in _chunks(n, k * ho * (wp if wide else wo)):
+            m = e - a
+            if wide:
+                # gy in the wide-row layout of the columns, zero in the discarded columns
+                gyw = numpy.empty((o, m, ho, wp), dtype=gy.dtype)
+                gyw[:, :, :, wo:] = 0
+                _parallel.copyto(gyw[:, :, :, :wo], gy[a:e].swapaxes(0, 1))
+                gy2 = gyw.reshape(o, -1)
+                gy4 = gyw[:, :, :, :wo]
+            else:
+                gy2 = _ocn_from_nchw(gy[a:e])  # (O, m*Ho*Wo)
+                gy4 = gy2.reshape(o, m, ho, wo)
+            if 0 in indexes:
+                if stride1:
+                    _grad_x_stride1(gy4, Wa, self.ph, self.pw, wf=wf, out=gx[a:e])
+                else:
+                    gcol = numpy.dot(W2.T, gy2).reshape(c, kh, kw, m, ho, wo)
+                    gx[a:e] = col2im_cn(gcol, self.sy, self.sx, self.ph, self.pw, h, w)
+            if 1 in indexes:
+                col = self.col
+                if col is None:
+                    if wide:
+                        col = im2col_wide(xa[a:e], kh, kw, self.ph, self.pw)
+                    else:
+                        col = im2col_cn(xa[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
+                g = numpy.dot(gy2, col.reshape(k, -1).T)
+                if gW is None:
+                    gW = g
+                else:
+                    gW += g
+            if 2 in indexes:
+                g = gy2.sum(axis=1)
+                if gb is None:
+                    gb = g
+                else:
+                    gb += g
+        self.col = None
         ret = []
         if 0 in indexes:
-            if (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw:
-                gx = _grad_x_stride1(gy_ocn.reshape(o, n, ho, wo), Wa, self.ph, self.pw)
-            else:
-                gcol = numpy.dot(Wa.reshape(o, -1).T, gy2)
-                gx = col2im_cn(gcol.reshape(col.shape), self.sy, self.sx, self.ph, self.pw, h, w)
             ret.append(chainer.Variable(gx))
         if 1 in indexes:
-            gW = numpy.dot(gy2, col.reshape(c * kh * kw, -1).T).reshape(Wa.shape)
-            ret.append(chainer.Variable(gW.astype(Wa.dtype, copy=False)))
+            ret.append(chainer.Variable(gW.reshape(Wa.shape).astype(Wa.dtype, copy=False)))
         if 2 in indexes:
-            ret.append(chainer.Variable(gy2.sum(axis=1)))
-        self.col = None
+            ret.append(chainer.Variable(gb))
         return tuple(ret)
 
 
-def _grad_x_stride1(gy_ocn, W, ph, pw):
+def _flipped(W):
+    """``W`` (O, C, kh, kw) flipped and transposed to the ``(C, O*kh*kw)`` matrix of the gx convolution."""
+    c = W.shape[1]
+    return numpy.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+
+
+def _grad_x_stride1(gy_ocn, W, ph, pw, wf=None, out=None):
     """``gx`` of a stride-1 convolution as a convolution of ``gy`` with the flipped kernel.
 
     ``gy_ocn`` is ``(O, N, Ho, Wo)``. One im2col of ``gy`` padded by ``k - 1 - p``
     and one GEMM with ``W`` flipped and transposed to ``(C, O*kh*kw)``: about
-    half the memory traffic of ``gcol = Wᵀ gy`` followed by col2im.
+    half the memory traffic of ``gcol = Wᵀ gy`` followed by col2im. Written to
+    ``out`` (N, C, H, W) when given.
     """
     o, n, ho, wo = gy_ocn.shape
     _, c, kh, kw = W.shape
@@ -204,9 +332,10 @@ def _grad_x_stride1(gy_ocn, W, ph, pw):
     view = as_strided(gp, (o, kh, kw, n, h, w), (s0, s2, s3, s1, s2, s3), writeable=False)
     col = numpy.empty(view.shape, dtype=gp.dtype)
     _parallel.copyto(col, view)
-    wf = numpy.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+    if wf is None:
+        wf = _flipped(W)
     g = numpy.dot(wf, col.reshape(o * kh * kw, -1))
-    gx = numpy.empty((n, c, h, w), dtype=g.dtype)
+    gx = numpy.empty((n, c, h, w), dtype=g.dtype) if out is None else out
     _parallel.copyto(gx, g.reshape(c, n, h, w).transpose(1, 0, 2, 3))
     return gx
 

@@ -1,0 +1,153 @@
+"""Every code path of the fast convolution against Chainer's: batch chunking, wide-row columns.
+
+``Convolution2DFast`` processes the batch in chunks (``_CHUNK_ELEMENTS``) and
+uses wide-row im2col for stride-1 layers whose padded width is close to the
+output width (``_WIDE_MAX_RATIO``). Here both knobs are forced on and off so
+that each combination runs on the small shapes of ``CONV_CASES`` (and a few
+more): float32 outputs and gradients equal to Chainer's within tolerance,
+``gradient_check`` in float64, and the columns kept from forward (one chunk)
+against rebuilt in backward (several chunks) giving the same gradients.
+"""
+import numpy
+import pytest
+
+import chainer
+import chainer.functions as F
+from chainer import gradient_check
+
+import chainer_cifar.functions as CF
+from chainer_cifar.functions import _parallel
+from chainer_cifar.functions import convolution as conv
+from test_functions import CONV_CASES, _conv_args, _grads
+
+EXTRA_CASES = [
+    # (N, C, H, W, O, k, stride, pad, bias): ResNet-like 3x3 pad 1 and the CNN's 5x5 pad 2
+    (5, 3, 8, 8, 4, 3, 1, 1, False),
+    (3, 2, 12, 12, 3, 5, 1, 2, True),
+    (4, 2, 6, 10, 3, (3, 1), 1, (1, 0), True),
+    (3, 2, 7, 7, 2, 3, 1, 0, True),
+]
+CASES = CONV_CASES + EXTRA_CASES
+
+MODES = {
+    # name: (_CHUNK_ELEMENTS, _WIDE_MAX_RATIO)
+    'one_chunk_narrow': (1 << 30, 0.0),
+    'one_chunk_wide': (1 << 30, 100.0),
+    'per_image_narrow': (1, 0.0),
+    'per_image_wide': (1, 100.0),
+    'chunks_of_2_wide': (None, 100.0),
+}
+
+
+@pytest.fixture(params=sorted(MODES))
+def mode(request, monkeypatch):
+    chunk, ratio = MODES[request.param]
+    if chunk is None:
+        chunk = 2  # images per chunk, set per case below through _chunk_for
+    monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', chunk)
+    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', ratio)
+    return request.param
+
+
+def _set_two_images_per_chunk(monkeypatch, case):
+    n, c, h, w, o, k, s, p, _ = case
+    kh, kw = k if isinstance(k, tuple) else (k, k)
+    ph, pw = p if isinstance(p, tuple) else (p, p)
+    sy, sx = s if isinstance(s, tuple) else (s, s)
+    ho, wo = conv.out_size(h, kh, sy, ph), conv.out_size(w, kw, sx, pw)
+    wp = w + 2 * pw
+    per_image = c * kh * kw * ho * max(wo, wp)
+    monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 2 * per_image)
+
+
+@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
+def threads(request):
+    old = _parallel.num_threads()
+    _parallel.set_num_threads(request.param)
+    saved = _parallel._MIN_ELEMENTS
+    _parallel._MIN_ELEMENTS = 0
+    yield request.param
+    _parallel._MIN_ELEMENTS = saved
+    _parallel.set_num_threads(old)
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_float32_matches_chainer_in_every_mode(case, mode, threads, monkeypatch):
+    if mode == 'chunks_of_2_wide':
+        _set_two_images_per_chunk(monkeypatch, case)
+    rng = numpy.random.RandomState(0)
+    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    y_ref = F.convolution_2d(x, W, b, s, p).array
+    gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
+    y, g = _grads(lambda x, W, b: CF.convolution_2d(x, W, b, s, p), (x, W, b), gy)
+    y2, g2 = _grads(lambda x, W, b: F.convolution_2d(x, W, b, s, p), (x, W, b), gy)
+    assert y.dtype == numpy.float32 and y.shape == y2.shape and y.flags.c_contiguous
+    numpy.testing.assert_allclose(y, y2, rtol=1e-4, atol=1e-4)
+    for a, r in zip(g, g2):
+        if r is not None:
+            assert a.dtype == numpy.float32 and a.shape == r.shape
+            numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_gradient_check_float64_in_every_mode(case, mode, monkeypatch):
+    if mode == 'chunks_of_2_wide':
+        _set_two_images_per_chunk(monkeypatch, case)
+    rng = numpy.random.RandomState(1)
+    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
+    args = (x, W) if b is None else (x, W, b)
+    y = F.convolution_2d(x, W, b, s, p).array
+    gy = rng.standard_normal(y.shape)
+
+    def f(*a):
+        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
+    gradient_check.check_backward(f, args, gy, dtype=numpy.float64, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize('case', [CONV_CASES[0], EXTRA_CASES[0], EXTRA_CASES[1]])
+def test_double_backward_float64_wide_and_chunked(case, monkeypatch):
+    monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 1)
+    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', 100.0)
+    rng = numpy.random.RandomState(2)
+    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
+    args = (x, W) if b is None else (x, W, b)
+    y = F.convolution_2d(x, W, b, s, p).array
+    gy = rng.standard_normal(y.shape)
+    ggs = [rng.standard_normal(a.shape) for a in args]
+
+    def f(*a):
+        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
+    gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('wide', [False, True])
+def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
+    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', 100.0 if wide else 0.0)
+    rng = numpy.random.RandomState(3)
+    x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
+    gy = rng.standard_normal((5, 4, 8, 8)).astype(numpy.float32)
+    f = lambda x, W, b: CF.convolution_2d(x, W, b, s, p)  # noqa: E731
+    monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 1 << 30)
+    y1, g1 = _grads(f, (x, W, b), gy)  # one chunk: columns kept from forward
+    with chainer.using_config('fast_conv_recompute', True):
+        y2, g2 = _grads(f, (x, W, b), gy)  # rebuilt in backward
+    numpy.testing.assert_array_equal(y1, y2)
+    for a, r in zip(g1, g2):
+        if r is not None:
+            numpy.testing.assert_array_equal(a, r)
+
+
+def test_wide_rows_are_used_for_resnet_and_cnn_layers_only_where_cheap():
+    assert conv._use_wide(1, 1, 32, 34) and conv._use_wide(1, 1, 16, 18)
+    assert conv._use_wide(1, 1, 32, 36)          # the CNN's 5x5 pad 2 at 32x32
+    assert not conv._use_wide(1, 1, 8, 10)       # 25 % more GEMM work: narrow columns
+    assert not conv._use_wide(2, 2, 16, 34)      # strided: narrow columns
+
+
+def test_chunks_cover_the_batch_in_order():
+    assert conv._chunks(10, 1 << 30) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7),
+                                         (7, 8), (8, 9), (9, 10)]
+    assert conv._chunks(10, 1) == [(0, 10)]
+    size = conv._CHUNK_ELEMENTS // 1000
+    chunks = conv._chunks(128, 1000)
+    assert chunks[0] == (0, min(128, size)) and chunks[-1][1] == 128
