@@ -15,6 +15,7 @@ Every other name (``L.Linear``, ``L.Classifier`` ...) is re-exported from
 ``chainer.links`` so the first import line can replace Chainer's wholesale.
 """
 import chainer
+import chainer.functions as F
 import chainer.links as _L
 from chainer import configuration
 from chainer.links import *  # noqa: F401,F403  (re-export: L.Linear etc. keep working)
@@ -47,17 +48,20 @@ class BatchNormalization(_L.BatchNormalization):
     Train mode uses the batch statistics and updates ``avg_mean``/``avg_var``
     exactly as Chainer does; test mode uses the running averages. ``finetune``,
     non-default ``axis``, recomputation and non-NumPy arrays take Chainer's path.
+    ``bn(x, relu=True)`` is ``F.relu(bn(x))``, with the ReLU fused into the
+    train-mode node on the fast path (one pass less each way, no separate node).
     """
 
     def forward(self, x, **kwargs):
-        finetune, = argument.parse_kwargs(
-            kwargs, ('finetune', False),
+        """``relu=True`` returns ``relu(bn(x))``, fused into one node in train mode on NumPy."""
+        finetune, relu = argument.parse_kwargs(
+            kwargs, ('finetune', False), ('relu', False),
             test='test argument is not supported anymore. Use chainer.using_config')
         if (finetune or self.avg_mean is None or self.axis is not None
                 or getattr(chainer.config, 'in_recomputing', False)
                 or x.ndim not in (2, 4) or self.avg_mean.ndim != 1
                 or getattr(x, 'layout', None) is not None):
-            return super(BatchNormalization, self).forward(x, finetune=finetune)
+            return self._stock(x, finetune, relu)
         gamma = self.gamma
         if gamma is None:
             gamma, = self._get_gamma()
@@ -65,14 +69,18 @@ class BatchNormalization(_L.BatchNormalization):
         if beta is None:
             beta, = self._get_beta()
         if not use_fast(x, gamma, beta, self.avg_mean, self.avg_var):
-            return super(BatchNormalization, self).forward(x, finetune=finetune)
+            return self._stock(x, finetune, relu)
         if configuration.config.train:
             y, = _bn.BatchNormalizationFast(self.eps, self.avg_mean, self.avg_var,
-                                            self.decay).apply((x, gamma, beta))
-        else:
-            y, = _bn.FixedBatchNormalizationFast(self.eps).apply(
-                (x, gamma, beta, self.avg_mean, self.avg_var))
-        return y
+                                            self.decay, relu=relu).apply((x, gamma, beta))
+            return y
+        y, = _bn.FixedBatchNormalizationFast(self.eps).apply(
+            (x, gamma, beta, self.avg_mean, self.avg_var))
+        return F.relu(y) if relu else y
+
+    def _stock(self, x, finetune, relu):
+        y = super(BatchNormalization, self).forward(x, finetune=finetune)
+        return F.relu(y) if relu else y
 
 
 _SWAPS = ((_L.Convolution2D, Convolution2D), (_L.BatchNormalization, BatchNormalization))

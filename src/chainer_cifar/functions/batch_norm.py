@@ -1,8 +1,10 @@
 """Batch normalization for NumPy arrays, fused and split across the cores.
 
 Train mode (:class:`BatchNormalizationFast`) computes the per-channel mean and
-(biased) variance over ``(N, H, W)``, writes ``x_hat = (x - mean) / std``
-once (kept for backward instead of ``x``) and ``y = gamma * x_hat + beta``;
+(biased) variance over ``(N, H, W)``, writes the centred ``x - mean`` once
+(kept for backward instead of ``x``) and ``y = (x - mean) * gamma / std + beta``
+in one pass, optionally followed in the same pass by a ReLU (``relu=True``:
+the ReLU's mask is applied to ``gy`` in backward, no separate node);
 backward is the standard fused form
 
     gx = gamma / std * (gy - (x_hat * sum(gy * x_hat) + sum(gy)) / m).
@@ -50,11 +52,12 @@ def _channel_sums(*arrays):
 
 class BatchNormalizationFast(function_node.FunctionNode):
 
-    def __init__(self, eps=2e-5, running_mean=None, running_var=None, decay=0.9):
+    def __init__(self, eps=2e-5, running_mean=None, running_var=None, decay=0.9, relu=False):
         self.eps = eps
         self.running_mean = running_mean
         self.running_var = running_var
         self.decay = decay
+        self.relu = relu
 
     def check_type_forward(self, in_types):
         type_check.expect(in_types.size() == 3)
@@ -85,16 +88,21 @@ class BatchNormalizationFast(function_node.FunctionNode):
         inv_std = numpy.reciprocal(numpy.sqrt(var + dt.type(self.eps), dtype=dt))
         self.inv_std = inv_std
         y = numpy.empty(x3.shape, dtype=x.dtype)
-        g3 = gamma.astype(dt, copy=False)[:, None]
-        b3 = beta.astype(dt, copy=False)[:, None]
-        is3 = inv_std[:, None]
+        # y = (x - mean) * (gamma / std) + beta [then max(y, 0)], in one pass per chunk;
+        # the centred x is kept for backward (x_hat = xc / std).
+        scale = (gamma.astype(dt, copy=False) * inv_std)[:, None]
+        shift = beta.astype(dt, copy=False)[:, None]
+        relu = self.relu
 
         def normalize(a, b):
-            xa = xhat[a:b]
-            xa *= is3
-            numpy.multiply(xa, g3, out=y[a:b])
-            y[a:b] += b3
+            ya = y[a:b]
+            numpy.multiply(xhat[a:b], scale, out=ya, casting='same_kind')
+            ya += shift
+            if relu:
+                numpy.maximum(ya, 0, out=ya)
         _parallel.run_chunks(normalize, n, x3.size)
+        if relu:
+            self.retain_outputs((0,))
         self.xhat = xhat
         if self.running_mean is not None:
             adjust = m / max(m - 1., 1.)
@@ -113,23 +121,31 @@ class BatchNormalizationFast(function_node.FunctionNode):
         gamma, = self.get_retained_inputs()
         gy = grad_outputs[0].array
         g3 = _as3(gy)
-        xhat = self.xhat
+        xc = self.xhat  # centred x: x_hat = xc * inv_std
         n = g3.shape[0]
         m = self.m
-        dt = xhat.dtype
-        gbeta, ggamma = _channel_sums(g3, _Product(g3, xhat))
+        dt = xc.dtype
+        if self.relu:
+            y3 = _as3(self.get_retained_outputs()[0].array)
+            gr = numpy.empty(g3.shape, dtype=g3.dtype)
+
+            def mask(a, b):
+                numpy.multiply(g3[a:b], y3[a:b] > 0, out=gr[a:b])
+            _parallel.run_chunks(mask, n, g3.size)
+            g3 = gr
+        gbeta, gxc = _channel_sums(g3, _Product(g3, xc))
         gbeta = gbeta.astype(dt, copy=False)
-        ggamma = ggamma.astype(dt, copy=False)
+        ggamma = gxc.astype(dt, copy=False) * self.inv_std
         gx = numpy.empty(g3.shape, dtype=gy.dtype)
         coef = (gamma.array.astype(dt, copy=False) * self.inv_std)[:, None]
-        a1 = (ggamma / m)[:, None]
+        a1 = (ggamma * self.inv_std / m)[:, None]
         a0 = (gbeta / m)[:, None]
 
         def work(a, b):
-            t = numpy.multiply(xhat[a:b], a1)
+            t = numpy.multiply(xc[a:b], a1)
             t += a0
             numpy.subtract(g3[a:b], t, out=t)
-            numpy.multiply(t, coef, out=gx[a:b])
+            numpy.multiply(t, coef, out=gx[a:b], casting='same_kind')
         _parallel.run_chunks(work, n, g3.size)
         self.xhat = None
         gtype = gamma.dtype
@@ -217,13 +233,18 @@ def _fast_ok(x, gamma, beta, *more):
 
 
 def batch_normalization(x, gamma, beta, eps=2e-5, running_mean=None, running_var=None,
-                        decay=0.9, axis=None):
-    """Drop-in for :func:`chainer.functions.batch_normalization` (default axes fast)."""
+                        decay=0.9, axis=None, relu=False):
+    """Drop-in for :func:`chainer.functions.batch_normalization` (default axes fast).
+
+    ``relu=True`` returns ``relu(batch_normalization(...))``, fused on the fast path.
+    """
     if axis is None and _fast_ok(x, gamma, beta, running_mean, running_var):
-        y, = BatchNormalizationFast(eps, running_mean, running_var, decay).apply((x, gamma, beta))
+        y, = BatchNormalizationFast(eps, running_mean, running_var, decay, relu=relu).apply(
+            (x, gamma, beta))
         return y
-    return F.batch_normalization(x, gamma, beta, eps=eps, running_mean=running_mean,
-                                 running_var=running_var, decay=decay, axis=axis)
+    y = F.batch_normalization(x, gamma, beta, eps=eps, running_mean=running_mean,
+                              running_var=running_var, decay=decay, axis=axis)
+    return F.relu(y) if relu else y
 
 
 def fixed_batch_normalization(x, gamma, beta, mean, var, eps=2e-5, axis=None):

@@ -218,8 +218,8 @@ class _ShakeBranch(chainer.Chain):
             self.bn2 = L.BatchNormalization(cout)
 
     def forward(self, x):
-        h = self.bn1(self.conv1(F.relu(x)))
-        return self.bn2(self.conv2(F.relu(h)))
+        h = self.bn1(self.conv1(F.relu(x)), relu=True)
+        return self.bn2(self.conv2(h))
 
 
 class ShakeShakeBlock(ResidualBase):

@@ -4,7 +4,8 @@ Everything here is ``xp``-generic: convolutions, BatchNormalization and
 pooling come from :mod:`chainer_cifar.links`, which run the fast NumPy kernels
 of :mod:`chainer_cifar.functions` on the CPU and Chainer's own functions on
 CuPy arrays (GPU) or under ``chainer.using_config('use_fast_kernels', False)``;
-everything else is plain Chainer functions. Train/test behaviour comes from
+``bn(h, relu=True)`` is ``F.relu(bn(h))`` (fused on the fast path); everything
+else is plain Chainer functions. Train/test behaviour comes from
 ``chainer.config.train``.
 
 Link names inside the blocks (``conv``/``bn``, ``conv1``/``bn1``/``conv2``/
@@ -48,6 +49,8 @@ class ConvBN(chainer.Chain):
     def forward(self, x):
         h = self.conv(x)
         if hasattr(self, 'bn'):
+            if self.activation is F.relu:
+                return self.bn(h, relu=True)  # BN + ReLU fused on the fast path
             h = self.bn(h)
         return h if self.activation is None else self.activation(h)
 
@@ -175,7 +178,7 @@ class ResidualBlock(ResidualBase):
         return super().shortcut(x)
 
     def branch(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn1(self.conv1(x), relu=True)
         if self.dropout:
             h = F.dropout(h, self.dropout)
         return self.bn2(self.conv2(h))
@@ -205,8 +208,8 @@ class PreActBlock(ResidualBase):
             self.conv2 = L.Convolution2D(out_channels, out_channels, 3, 1, 1, nobias=True, initialW=w)
 
     def branch(self, x):
-        h = self.conv1(F.relu(self.bn1(x)))
-        return self.conv2(F.relu(self.bn2(h)))
+        h = self.conv1(self.bn1(x, relu=True))
+        return self.conv2(self.bn2(h, relu=True))
 
 
 class PyramidBlock(ResidualBase):
@@ -231,7 +234,7 @@ class PyramidBlock(ResidualBase):
 
     def branch(self, x):
         h = self.conv1(self.bn1(x))
-        h = self.conv2(F.relu(self.bn2(h)))
+        h = self.conv2(self.bn2(h, relu=True))
         return self.bn3(h)
 
 
@@ -281,7 +284,7 @@ class ResidualNetBase(chainer.Chain):
         for name in self._block_names:
             h = self[name](h)
         if self._final == 'bn_relu':
-            h = F.relu(self.bn_final(h))
+            h = self.bn_final(h, relu=True)
         elif self._final == 'relu':
             h = F.relu(h)
         h = F.average(h, axis=(2, 3))

@@ -1,0 +1,99 @@
+"""BatchNormalization with the fused ReLU (``relu=True``) against Chainer's ``F.relu(F.batch_normalization(...))``."""
+import numpy
+import pytest
+
+import chainer
+import chainer.functions as F
+from chainer import gradient_check
+
+import chainer_cifar.functions as CF
+from chainer_cifar import links as FL
+from chainer_cifar.functions import _parallel
+from chainer_cifar.functions.batch_norm import BatchNormalizationFast
+
+SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1)]
+
+
+@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
+def threads(request):
+    old = _parallel.num_threads()
+    _parallel.set_num_threads(request.param)
+    saved = _parallel._MIN_ELEMENTS
+    _parallel._MIN_ELEMENTS = 0
+    yield request.param
+    _parallel._MIN_ELEMENTS = saved
+    _parallel.set_num_threads(old)
+
+
+def _inputs(shape, dtype, seed):
+    rng = numpy.random.RandomState(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, c).astype(dtype)
+    beta = rng.uniform(-0.5, 0.5, c).astype(dtype)
+    return x, gamma, beta, rng
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_float32_matches_chainer(shape, threads):
+    x, gamma, beta, rng = _inputs(shape, numpy.float32, 0)
+    gy = rng.standard_normal(shape).astype(numpy.float32)
+    mean_f, var_f = numpy.zeros(shape[1], numpy.float32), numpy.ones(shape[1], numpy.float32)
+    mean_c, var_c = mean_f.copy(), var_f.copy()
+
+    def run(fn):
+        vs = [chainer.Variable(a) for a in (x, gamma, beta)]
+        y = fn(*vs)
+        y.grad = gy
+        y.backward()
+        return y.array, [v.grad for v in vs]
+    y, g = run(lambda x, g, b: CF.batch_normalization(x, g, b, running_mean=mean_f, running_var=var_f,
+                                                         relu=True))
+    y2, g2 = run(lambda x, g, b: F.relu(F.batch_normalization(x, g, b, running_mean=mean_c,
+                                                              running_var=var_c)))
+    assert y.dtype == numpy.float32 and (y >= 0).all()
+    numpy.testing.assert_allclose(y, y2, rtol=1e-4, atol=1e-4)
+    for a, r in zip(g, g2):
+        assert a.dtype == numpy.float32
+        numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+    numpy.testing.assert_allclose(mean_f, mean_c, rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(var_f, var_c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('shape', SHAPES[:5])
+@pytest.mark.parametrize('relu', [False, True])
+def test_gradient_check_float64(shape, relu):
+    # inputs whose outputs keep clear of the ReLU's kink, so finite differences are valid
+    for seed in range(50):
+        x, gamma, beta, rng = _inputs(shape, numpy.float64, seed)
+        y = F.batch_normalization(x, gamma, beta).array
+        if numpy.abs(y).min() > 1e-3:
+            break
+    else:
+        pytest.skip('no input clear of the kink')
+    gy = rng.standard_normal(shape)
+
+    def f(x, g, b):
+        return BatchNormalizationFast(2e-5, relu=relu).apply((x, g, b))[0]
+    gradient_check.check_backward(f, (x, gamma, beta), gy, dtype=numpy.float64, eps=1e-6,
+                                  atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_link_relu_argument_on_both_paths(train):
+    x, _, _, rng = _inputs((4, 3, 5, 5), numpy.float32, 3)
+    ys = []
+    for fast in (True, False):
+        bn = FL.BatchNormalization(3)
+        bn.gamma.array[:] = [0.5, 1.0, 1.5]
+        bn.beta.array[:] = [-0.2, 0.0, 0.3]
+        with chainer.using_config('train', train), chainer.using_config('use_fast_kernels', fast):
+            y = bn(x, relu=True)
+            names = {type(y.creator).__name__}
+        ys.append(y.array)
+        if fast and train:
+            assert names == {'BatchNormalizationFast'}  # ReLU fused, no separate node
+        else:
+            assert names == {'ReLU'}
+    numpy.testing.assert_allclose(ys[0], ys[1], rtol=1e-4, atol=1e-4)
+    assert (ys[0] >= 0).all()
