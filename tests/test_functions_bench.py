@@ -46,3 +46,18 @@ def test_reference_models_build():
         model, source = cbench.build_chainer_model(name, source='reference')
         assert source == 'reference'
         assert sum(p.size for p in model.params(include_uninit=False)) > 0
+
+
+def test_threads_flag_sets_every_library_and_is_recorded(tmp_path):
+    from chainer_cifar.functions import _parallel
+    old = _parallel.num_threads()
+    out = tmp_path / 't.json'
+    try:
+        assert bench.main(['--models', 'resnet20', '--batch', '2', '--repeats', '1', '--warmup', '0',
+                           '--no-torch', '--no-memory', '--no-data', '--threads', '1',
+                           '--json', str(out)]) == 0
+        env = json.loads(out.read_text())['environment']
+        assert env['threads_set']['chainer_cifar'] == 1
+        assert env['threads_set']['openblas'] in (1, None)
+    finally:
+        cbench.set_threads(old)

@@ -342,6 +342,51 @@ def bench_data_pipeline(batch=128, repeats=20, log=print):
             'function': 'augment.' + fn.__name__}
 
 
+def set_threads(n):
+    """Use ``n`` threads everywhere: this package's copy pool, NumPy's OpenBLAS and PyTorch.
+
+    On a shared machine a single-thread run (``--threads 1``) compares the
+    libraries per core: another job's load then slows all of them alike
+    instead of stalling the multi-threaded ones (PyTorch's OpenMP threads
+    collapse when a core is taken). Returns what each library reports.
+    """
+    _parallel.set_num_threads(n)
+    done = {'chainer_cifar': _parallel.num_threads()}
+    done['openblas'] = _set_openblas_threads(n)
+    torch = _import_torch()
+    if torch is not None:
+        torch.set_num_threads(n)
+        done['torch'] = torch.get_num_threads()
+    return done
+
+
+def _set_openblas_threads(n):
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n, user_api='blas')
+        return n
+    except Exception:
+        pass
+    import ctypes
+    try:
+        with open('/proc/self/maps') as f:
+            paths = sorted({line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ('64_', ''):
+            setter = getattr(lib, 'openblas_set_num_threads' + suffix, None)
+            getter = getattr(lib, 'openblas_get_num_threads' + suffix, None)
+            if setter is not None and getter is not None:
+                setter(int(n))
+                return int(getter())
+    return None
+
+
 def environment():
     info = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'python': platform.python_version(), 'numpy': numpy.__version__,
@@ -407,6 +452,8 @@ def parse_args(argv=None):
     p.add_argument('--no-torch', action='store_true', help='skip the PyTorch columns')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--no-data', action='store_true', help='skip the data-pipeline rate')
+    p.add_argument('--threads', type=int, default=None,
+                   help='threads for every library (this package, OpenBLAS, PyTorch); default: theirs')
     p.add_argument('--json', help='write the results to this JSON file')
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(',') if b.strip()]
@@ -417,6 +464,8 @@ def parse_args(argv=None):
         backends = ['stock'] + [b for b in backends if b.startswith('torch')]
     if args.no_torch:
         backends = [b for b in backends if not b.startswith('torch')]
+    if args.threads is not None and args.threads < 1:
+        raise UserError('--threads must be >= 1')
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise UserError('--batch and --repeats must be >= 1, --warmup >= 0')
     args.backends = backends
@@ -426,7 +475,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    threads = set_threads(args.threads) if args.threads is not None else None
     env = environment()
+    env['threads_set'] = threads
     print('# {} | {} CPUs | Python {} NumPy {} Chainer {} torch {} | load {}'.format(
         env['processor'], env['cpus'], env['python'], env['numpy'], env['chainer'], env['torch'],
         ' '.join('{:.2f}'.format(v) for v in env['loadavg_start'])))

@@ -20,6 +20,7 @@ from chainer import initializers
 
 from chainer_cifar import links as L  # Chainer's links, with the fast Convolution2D / BatchNormalization
 from chainer_cifar.functions import convolution_2d
+from chainer_cifar.functions.shortcut import zero_pad_shortcut as _zero_pad_shortcut
 
 
 def he_normal():
@@ -63,11 +64,10 @@ def zero_pad_shortcut(x, out_channels, stride=1, subsample='stride'):
     windows (PyramidNet). The zero channels go first, as in the original, so
     a legacy model computes the same outputs here.
     """
+    if subsample != 'average':
+        return _zero_pad_shortcut(x, out_channels, stride)  # one fast node on NumPy
     if stride != 1:
-        if subsample == 'average':
-            x = L.average_pooling_2d(x, stride, stride)
-        else:
-            x = x[:, :, ::stride, ::stride]
+        x = L.average_pooling_2d(x, stride, stride)
     missing = out_channels - x.shape[1]
     if missing > 0:
         x = F.pad(x, ((0, 0), (missing, 0), (0, 0), (0, 0)), 'constant')
