@@ -231,11 +231,11 @@ class Convolution2DFast(function_node.FunctionNode):
         for a, e in chunks:
             if wide:
                 col = im2col_wide(x[a:e], kh, kw, self.ph, self.pw)
-                yc = numpy.dot(W2, col.reshape(k, -1)).reshape(o, e - a, ho, wp)[:, :, :, :wo]
+                yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho, wp)[:, :, :, :wo]
                 _write_nchw(y[a:e], yc, bb)
             else:
                 col = im2col_cn(x[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
-                yc = numpy.dot(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
+                yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
                 _write_nchw(y[a:e].reshape(e - a, o, ho * wo), yc, bb)
         if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():
             self.col = col
@@ -286,7 +286,7 @@ class Convolution2DFast(function_node.FunctionNode):
                         col = im2col_wide(xa[a:e], kh, kw, self.ph, self.pw)
                     else:
                         col = im2col_cn(xa[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
-                g = numpy.dot(gy2, col.reshape(k, -1).T)
+                g = numpy.dot(col.reshape(k, -1), gy2.T)  # gWᵀ (K, O): the faster orientation
                 if gW is None:
                     gW = g
                 else:
@@ -302,10 +302,25 @@ class Convolution2DFast(function_node.FunctionNode):
         if 0 in indexes:
             ret.append(chainer.Variable(gx))
         if 1 in indexes:
-            ret.append(chainer.Variable(gW.reshape(Wa.shape).astype(Wa.dtype, copy=False)))
+            ret.append(chainer.Variable(numpy.ascontiguousarray(gW.T).reshape(Wa.shape).astype(
+                Wa.dtype, copy=False)))
         if 2 in indexes:
             ret.append(chainer.Variable(gb))
         return tuple(ret)
+
+
+def _gemm_wcol(W, col):
+    """``W @ col`` (a view of shape (O, L)) computed as ``(colᵀ @ Wᵀ)ᵀ``.
+
+    The same product, but OpenBLAS runs it 15-35 % faster for few output
+    channels O and many columns L (measured single-threaded on the benchmark
+    machine: 33 -> 44 GFLOP/s for O=16, K=144; 50 -> 61 for O=32, K=288).
+    The callers read the result through a transposing copy anyway. Above
+    O=32 the plain product is used.
+    """
+    if W.shape[0] > 32:  # wide outputs: no gain, and the transposed read costs more
+        return numpy.dot(W, col)
+    return numpy.dot(col.T, W.T).T
 
 
 def _flipped(W):
@@ -334,7 +349,7 @@ def _grad_x_stride1(gy_ocn, W, ph, pw, wf=None, out=None):
     _parallel.copyto(col, view)
     if wf is None:
         wf = _flipped(W)
-    g = numpy.dot(wf, col.reshape(o * kh * kw, -1))
+    g = _gemm_wcol(wf, col.reshape(o * kh * kw, -1))
     gx = numpy.empty((n, c, h, w), dtype=g.dtype) if out is None else out
     _parallel.copyto(gx, g.reshape(c, n, h, w).transpose(1, 0, 2, 3))
     return gx
