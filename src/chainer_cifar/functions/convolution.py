@@ -340,18 +340,28 @@ def _grad_x_stride1(gy_ocn, W, ph, pw, wf=None, out=None):
     o, n, ho, wo = gy_ocn.shape
     _, c, kh, kw = W.shape
     qh, qw = kh - 1 - ph, kw - 1 - pw
-    h, w = ho + 2 * qh - kh + 1, wo + 2 * qw - kw + 1
-    gp = numpy.zeros((o, n, ho + 2 * qh, wo + 2 * qw), dtype=gy_ocn.dtype)
+    hg, wg = ho + 2 * qh, wo + 2 * qw
+    h, w = hg - kh + 1, wg - kw + 1
+    wide = _use_wide(1, 1, w, wg)  # wide rows, as im2col_wide (kw zeros after the buffer)
+    size = o * n * hg * wg
+    buf = numpy.zeros(size + (kw if wide else 0), dtype=gy_ocn.dtype)
+    gp = buf[:size].reshape(o, n, hg, wg)
     _parallel.copyto(gp[:, :, qh:qh + ho, qw:qw + wo], gy_ocn)
-    s0, s1, s2, s3 = gp.strides
-    view = as_strided(gp, (o, kh, kw, n, h, w), (s0, s2, s3, s1, s2, s3), writeable=False)
+    e = buf.itemsize
+    if wide:
+        view = as_strided(buf, (o, kh, kw, n, h * wg), (n * hg * wg * e, wg * e, e, hg * wg * e, e),
+                          writeable=False)
+    else:
+        s0, s1, s2, s3 = gp.strides
+        view = as_strided(gp, (o, kh, kw, n, h, w), (s0, s2, s3, s1, s2, s3), writeable=False)
     col = numpy.empty(view.shape, dtype=gp.dtype)
     _parallel.copyto(col, view)
     if wf is None:
         wf = _flipped(W)
     g = _gemm_wcol(wf, col.reshape(o * kh * kw, -1))
+    g = g.reshape(c, n, h, wg)[:, :, :, :w] if wide else g.reshape(c, n, h, w)
     gx = numpy.empty((n, c, h, w), dtype=g.dtype) if out is None else out
-    _parallel.copyto(gx, g.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+    _parallel.copyto(gx, g.transpose(1, 0, 2, 3))
     return gx
 
 
