@@ -20,6 +20,7 @@ from chainer import initializers
 
 from chainer_cifar import links as L  # Chainer's links, with the fast Convolution2D / BatchNormalization
 from chainer_cifar.functions import convolution_2d
+from chainer_cifar.functions.add_relu import add_relu
 from chainer_cifar.functions.shortcut import zero_pad_shortcut as _zero_pad_shortcut
 
 
@@ -135,6 +136,10 @@ class ResidualBase(chainer.Chain):
         """Applied after the addition (ReLU for the original ResNet)."""
         return h
 
+    def merge_sum(self, h, s):
+        """``merge(h + s)``; a subclass may fuse the two."""
+        return self.merge(h + s)
+
     def forward(self, x):
         s = self.shortcut(x)
         if chainer.config.train and draw_skip(self.skip_ratio, self.rng):
@@ -144,7 +149,7 @@ class ResidualBase(chainer.Chain):
             return self.merge(F.dropout(h) + F.dropout(s))
         if self.skip_ratio > 0 and not chainer.config.train:
             h = h * (1.0 - self.skip_ratio)
-        return self.merge(h + s)
+        return self.merge_sum(h, s)
 
 
 class ResidualBlock(ResidualBase):
@@ -185,6 +190,9 @@ class ResidualBlock(ResidualBase):
 
     def merge(self, h):
         return F.relu(h)
+
+    def merge_sum(self, h, s):
+        return add_relu(h, s)  # relu(h + s), one fast node on NumPy
 
     def forward(self, x):
         if self.shortcut_kind is None:

@@ -1,0 +1,62 @@
+"""The fused residual merge ``relu(a + b)`` against Chainer's ``F.relu(a + b)``."""
+import numpy
+import pytest
+
+import chainer
+import chainer.functions as F
+from chainer import gradient_check
+
+from chainer_cifar.functions.add_relu import AddReLU, add_relu
+
+SHAPES = [(3, 4), (2, 3, 5, 5), (4, 16, 8, 8), (1, 1, 1, 1)]
+
+
+def _away_from_kink(shape, dtype, seed):
+    rng = numpy.random.RandomState(seed)
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    s = a + b
+    bad = numpy.abs(s) < 0.05
+    a[bad] += 0.2  # keep every sum clear of 0, where the ReLU has its kink
+    return a, b, rng
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_float32_matches_chainer_and_uses_one_node(shape):
+    a, b, rng = _away_from_kink(shape, numpy.float32, 0)
+    gy = rng.standard_normal(shape).astype(numpy.float32)
+    res = []
+    for fast in (True, False):
+        va, vb = chainer.Variable(a), chainer.Variable(b)
+        with chainer.using_config('use_fast_kernels', fast):
+            y = add_relu(va, vb)
+        assert (type(y.creator).__name__ == 'AddReLU') == fast
+        y.grad = gy
+        y.backward()
+        res.append((y.array, va.grad, vb.grad))
+    for f, c in zip(*res):
+        assert f.dtype == numpy.float32
+        numpy.testing.assert_array_equal(f, c)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_gradient_check_float64_first_and_second_order(shape):
+    a, b, rng = _away_from_kink(shape, numpy.float64, 1)
+    gy = rng.standard_normal(shape)
+    gga, ggb = rng.standard_normal(shape), rng.standard_normal(shape)
+
+    def f(a, b):
+        return AddReLU().apply((a, b))[0]
+    gradient_check.check_backward(f, (a, b), gy, dtype=numpy.float64, eps=1e-4, atol=1e-7, rtol=1e-7)
+    gradient_check.check_double_backward(f, (a, b), gy, (gga, ggb), dtype=numpy.float64, eps=1e-4,
+                                         atol=1e-7, rtol=1e-7)
+
+
+def test_falls_back_on_shape_mismatch_and_non_numpy():
+    class NotNumpy(numpy.ndarray):
+        pass
+    a = numpy.ones((2, 3), numpy.float32)
+    assert type(add_relu(a.view(NotNumpy), a).creator).__name__ == 'ReLU'
+    y = add_relu(a, numpy.ones((1, 3), numpy.float32))  # broadcasting: Chainer's path
+    assert type(y.creator).__name__ == 'ReLU'
+    assert F.relu is not None
