@@ -21,8 +21,9 @@ from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets, report, runs  # noqa: E402
 
-# Where the run happens is not part of the recipe.
-_NOT_RECIPE = {'-g', '--gpu'}
+# Where the run happens and how much it prints are not part of the recipe.
+_NOT_RECIPE = {'-g', '--gpu'}             # flags with a value
+_NOT_RECIPE_SWITCHES = {'--quiet'}        # flags without one
 
 
 def build_parser():
@@ -58,6 +59,8 @@ def _recipe_changes(extra):
             skip = False
             continue
         flag = a.split('=')[0]
+        if flag in _NOT_RECIPE_SWITCHES:
+            continue
         if flag in _NOT_RECIPE:
             skip = '=' not in a
             continue
@@ -82,7 +85,10 @@ def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None):
         atomic_write(os.path.join(out, prefix + runs.PRESET_SUFFIX),
                      lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
         print('== {} seed {}: python src/train.py {}'.format(name, seed, ' '.join(argv)), flush=True)
-        train_main(argv)
+        rc = train_main(argv)
+        if rc:  # interrupted (130): the remaining seeds would not be the requested set
+            raise UserError('{} seed {} stopped (exit code {}); finish it with the --resume command above, '
+                            'then rerun the remaining seeds'.format(name, seed, rc))
         logs.append(os.path.join(out, prefix + runs.LOG_SUFFIX))
     return logs
 

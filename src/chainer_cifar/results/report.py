@@ -46,9 +46,13 @@ def group_runs(runs):
         else:
             args = members[0].meta.get('args') or {}
             label = args.get('model') or members[0].prefix
+        unfinished = ['{} ({})'.format(r.prefix, runs_.status_of(r)) for r in members
+                      if runs_.status_of(r) not in (None, 'finished')]
+        if unfinished:
+            label += ' [not finished: {}]'.format(', '.join(unfinished))
         summaries = sorted((runs_.summarize(r) for r in members), key=lambda s: s.run.path)
         groups.append(Group(key, label, preset, bool(overrides), summaries, dataset,
-                            comparable and bool(preset) and not overrides))
+                            comparable and bool(preset) and not overrides and not unfinished))
     return groups
 
 
@@ -70,13 +74,24 @@ def _pm(mean, std, digits=2):
 
 
 def _params(group):
-    p = (group.summaries[0].run.meta or {}).get('params')
+    meta = group.summaries[0].run.meta or {}
+    p = meta.get('parameters', meta.get('params'))  # train.py writes 'parameters'
     return '{:.2f}M'.format(p / 1e6) if p else '-'
 
 
 def _device(group):
-    meta = group.summaries[0].run.meta or {}
-    return str(meta.get('device') or '-')
+    devices = []
+    for s in group.summaries:
+        d = str((s.run.meta or {}).get('device') or '-')
+        d = {'@numpy': 'CPU (@numpy)'}.get(d, 'GPU ({})'.format(d) if d.startswith('@cupy') else d)
+        if d not in devices:
+            devices.append(d)
+    return ', '.join(devices)
+
+
+def _epochs(group):
+    epochs = sorted({s.epochs for s in group.summaries})
+    return str(epochs[0]) if len(epochs) == 1 else '{}–{}'.format(epochs[0], epochs[-1])
 
 
 def _wall(group):
@@ -108,7 +123,7 @@ def table(groups):
             diff = '{:+.2f}'.format(m - pubs[0].error) if pubs else '-'
             out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} | {} |'.format(
                 g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), published, diff,
-                _params(g), g.summaries[0].epochs, _wall(g), _device(g)))
+                _params(g), _epochs(g), _wall(g), _device(g)))
         out.append('')
     if other:
         out += ['## Not comparable with published numbers',
@@ -124,7 +139,7 @@ def table(groups):
             best = min(x.test_at_best for x in g.summaries)
             out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} |'.format(
                 g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), _params(g),
-                g.summaries[0].epochs, _wall(g), _device(g), g.dataset))
+                _epochs(g), _wall(g), _device(g), g.dataset))
         out.append('')
     out += ['Test error is taken at the epoch of best validation error (the last epoch when a run has no '
             'validation set), never the best test error; "final epoch" is the last epoch\'s. Runs: ' +

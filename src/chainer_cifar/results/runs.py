@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+from chainer_cifar.data.archive import MD5 as OFFICIAL_MD5
 from chainer_cifar.errors import UserError
 
 PRESET_SUFFIX = '_preset.json'
@@ -80,7 +81,13 @@ def summarize(run):
 
 
 def dataset_of(run):
-    """``(description, comparable)`` of the data a run used, from its ``_run.json``."""
+    """``(description, comparable)`` of the data a run used, from its ``_run.json``.
+
+    Comparable means: the full 50,000 / 10,000 images, built from an archive
+    whose recorded MD5 is the official one, and no ``--subset``. Anything
+    else is labelled PARTIAL (fewer images) or UNVERIFIED (full counts but
+    another or no recorded archive MD5).
+    """
     info = run.meta.get('dataset') or {}
     n_train = info.get('n_train')
     n_test = info.get('n_test')
@@ -88,8 +95,15 @@ def dataset_of(run):
         return 'unknown dataset (no dataset_info.json recorded)', False
     subset = (run.meta.get('args') or {}).get('subset')
     partial = bool(info.get('partial')) or n_train < FULL_TRAIN_IMAGES or n_test < FULL_TEST_IMAGES or bool(subset)
-    md5 = (info.get('archive') or {}).get('md5', 'unknown MD5')
+    md5 = (info.get('archive') or {}).get('md5')
+    official = md5 == OFFICIAL_MD5
     used = ' (first {} images used)'.format(subset) if subset else ''
+    kind = 'PARTIAL' if partial else ('full' if official else 'UNVERIFIED (not the official archive MD5)')
     label = '{} {:,} train / {:,} test images, archive MD5 {}{}'.format(
-        'PARTIAL' if partial else 'full', n_train, n_test, md5, used)
-    return label, not partial
+        kind, n_train, n_test, md5 or 'unknown', used)
+    return label, not partial and official
+
+
+def status_of(run):
+    """The run's status from ``_run.json`` (``finished``, ``running``, ``interrupted``, ...), or None."""
+    return (run.meta or {}).get('status')
