@@ -227,7 +227,7 @@ def saliency(model, x, target=None):
 def write_saliency(images, maps, labels, targets, path):
     plt = _pyplot()
     n = len(maps)
-    fig, axes = plt.subplots(n, 2, figsize=(4.4, 2.2 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(5.2, 2.2 * n), squeeze=False)
     pics = display_images(images)
     for k in range(n):
         axes[k, 0].imshow(pics[k], interpolation='nearest')
@@ -235,10 +235,12 @@ def write_saliency(images, maps, labels, targets, path):
         if labels is not None:
             title = 'true: {} / {}'.format(CLASSES[labels[k]], title)
         axes[k, 0].set_title(title, fontsize=7)
-        axes[k, 1].imshow(maps[k], cmap='hot', interpolation='nearest')
-        axes[k, 1].set_title('|d score / d input|', fontsize=7)
+        im = axes[k, 1].imshow(maps[k], cmap='hot', interpolation='nearest', vmin=0)
+        axes[k, 1].set_title('|d logit({}) / d pixel|, max over RGB'.format(CLASSES[targets[k]]), fontsize=7)
         for ax in axes[k]:
             ax.axis('off')
+        bar = fig.colorbar(im, ax=axes[k, 1], fraction=0.046, pad=0.04)  # each map has its own scale
+        bar.ax.tick_params(labelsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
