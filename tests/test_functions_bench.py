@@ -61,3 +61,12 @@ def test_threads_flag_sets_every_library_and_is_recorded(tmp_path):
         assert env['threads_set']['openblas'] in (1, None)
     finally:
         cbench.set_threads(old)
+
+
+def test_backends_take_turns():
+    calls = []
+    steps = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b'), 'c': lambda: calls.append('c')}
+    seconds = cbench.time_interleaved(steps, repeats=3, warmup=1)
+    assert calls == ['a', 'b', 'c',  # warm-up
+                     'a', 'b', 'c', 'b', 'c', 'a', 'c', 'a', 'b']
+    assert {k: len(v) for k, v in seconds.items()} == {'a': 3, 'b': 3, 'c': 3}

@@ -3,7 +3,8 @@
 ``python src/bench.py`` prints, for each model, the images per second of a
 full training step (forward, softmax cross-entropy, backward, MomentumSGD
 with weight decay) and of inference, as median / min / max over repeats after
-warm-up, for
+warm-up (the backends take turns, one call each per repeat, so other jobs'
+load falls on all of them alike), for
 
 * ``fast``:  Chainer with :mod:`chainer_cifar.links` and the fast kernels,
 * ``stock``: the same model object under ``use_fast_kernels=False`` (Chainer's
@@ -273,11 +274,41 @@ def peak_memory(step):
     return peak / 2 ** 20
 
 
+def _under_switch(fn, fast):
+    def step():
+        with chainer.using_config('use_fast_kernels', fast):
+            fn()
+    return step
+
+
+def time_interleaved(steps, repeats, warmup):
+    """Seconds per call of each ``steps[backend]``, the backends taking turns.
+
+    After ``warmup`` calls of each, every repeat calls each backend once, the
+    starting backend rotating from repeat to repeat: load from other jobs on a
+    shared machine then falls on all backends alike instead of on whichever
+    happened to run while it lasted.
+    """
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    out = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            steps[name]()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
     rng = numpy.random.RandomState(0)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32)
     t = rng.randint(0, 10, size=batch).astype(numpy.int32)
     result = {'model': name}
+    steps = {}  # backend -> {'train': fn, 'infer': fn}
     chainer_backends = [b for b in backends if b in ('fast', 'stock')]
     if chainer_backends:
         model, source = build_chainer_model(name)
@@ -285,14 +316,8 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
         result['params'] = int(sum(p.size for p in model.params()))
         train, infer = _chainer_steps(model, x, t)
         for backend in chainer_backends:
-            with chainer.using_config('use_fast_kernels', backend == 'fast'):
-                entry = {}
-                for kind, fn in (('train', train), ('infer', infer)):
-                    entry[kind] = _summary(_time(fn, repeats, warmup), batch)
-                    log('  {:<10} {:<6} {:<5} {:8.1f} img/s'.format(name, backend, kind, entry[kind]['median']))
-                if memory:
-                    entry['peak_mib_train'] = peak_memory(train)
-                result[backend] = entry
+            fast = backend == 'fast'
+            steps[backend] = {'train': _under_switch(train, fast), 'infer': _under_switch(infer, fast)}
     torch = _import_torch() if any(b.startswith('torch') for b in backends) else None
     if torch is not None:
         factories = _torch_models()
@@ -304,12 +329,17 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
                 if backend == 'torch_cl':
                     m = m.to(memory_format=torch.channels_last)
                     xt = xt.contiguous(memory_format=torch.channels_last)
-                train, infer = _torch_steps(torch, m, xt, torch.from_numpy(t.astype(numpy.int64)))
-                entry = {}
-                for kind, fn in (('train', train), ('infer', infer)):
-                    entry[kind] = _summary(_time(fn, repeats, warmup), batch)
-                    log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(name, backend, kind, entry[kind]['median']))
-                result[backend] = entry
+                train_t, infer_t = _torch_steps(torch, m, xt, torch.from_numpy(t.astype(numpy.int64)))
+                steps[backend] = {'train': train_t, 'infer': infer_t}
+    for kind in ('train', 'infer'):
+        seconds = time_interleaved({b: fns[kind] for b, fns in steps.items()}, repeats, warmup)
+        for backend in steps:
+            entry = result.setdefault(backend, {})
+            entry[kind] = _summary(seconds[backend], batch)
+            log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(name, backend, kind, entry[kind]['median']))
+    if memory:
+        for backend in chainer_backends:
+            result[backend]['peak_mib_train'] = peak_memory(steps[backend]['train'])
     return result
 
 

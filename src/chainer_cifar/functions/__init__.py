@@ -2,8 +2,10 @@
 
 Chainer's NumPy paths spend most of a training step copying (im2col,
 ``tensordot`` transposes, col2im); these nodes do the same arithmetic with one
-im2col copy per convolution, GEMMs on untransposed matrices, pooling without
-im2col and a fused BatchNormalization, using every core for the copies.
+im2col copy per convolution (per cache-sized chunk of the batch), GEMMs on
+untransposed matrices, pooling without im2col, BatchNormalization fused with
+its ReLU, the ResNet shortcut and residual merge as single nodes, using every
+core for the copies.
 
 Each function has Chainer's signature and falls back to Chainer's own function
 for CuPy / ChainerX arrays, unsupported options, or when the fast kernels are
@@ -16,14 +18,17 @@ switched off::
 The drop-in links are in :mod:`chainer_cifar.links`.
 """
 from chainer_cifar.functions._config import fast_kernels_enabled, set_fast_kernels, use_fast
+from chainer_cifar.functions.add_relu import AddReLU, add_relu
 from chainer_cifar.functions._parallel import num_threads, set_num_threads
 from chainer_cifar.functions.batch_norm import (BatchNormalizationFast, FixedBatchNormalizationFast,
                                                 batch_normalization, fixed_batch_normalization)
 from chainer_cifar.functions.convolution import Convolution2DFast, convolution_2d
 from chainer_cifar.functions.pooling import (AveragePooling2DFast, MaxPooling2DFast,
                                              average_pooling_2d, max_pooling_2d)
+from chainer_cifar.functions.shortcut import ZeroPadShortcut, zero_pad_shortcut
 
 __all__ = ['fast_kernels_enabled', 'set_fast_kernels', 'use_fast', 'num_threads', 'set_num_threads',
            'BatchNormalizationFast', 'FixedBatchNormalizationFast', 'batch_normalization',
            'fixed_batch_normalization', 'Convolution2DFast', 'convolution_2d',
-           'AveragePooling2DFast', 'MaxPooling2DFast', 'average_pooling_2d', 'max_pooling_2d']
+           'AveragePooling2DFast', 'MaxPooling2DFast', 'average_pooling_2d', 'max_pooling_2d',
+           'AddReLU', 'add_relu', 'ZeroPadShortcut', 'zero_pad_shortcut']
