@@ -161,6 +161,10 @@ def plot(groups, path):
             ax.plot([r['epoch'] for r in rows], [r['test_error'] * scale for r in rows],
                     color=colors[i % len(colors)], alpha=0.8, lw=1,
                     label=g.label if j == 0 else None)
+            ax.plot([s.best_epoch], [s.test_at_best], 'o', color=colors[i % len(colors)], ms=4)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title('test error per epoch, one line per seed; dot: epoch of best validation error', fontsize=9)
     ax.set_xlabel('epoch')
     ax.set_ylabel('test error (%)')
     ax.grid(alpha=0.3)
