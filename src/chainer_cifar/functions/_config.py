@@ -13,8 +13,10 @@ CuPy / ChainerX arrays always take Chainer's own functions.
 
 ``chainer.config.fast_conv_recompute`` (default ``False``; environment variable
 ``CHAINER_CIFAR_CONV_RECOMPUTE=1``) makes the convolution rebuild its im2col
-columns in backward instead of keeping them from forward: less memory, a
-little slower.
+columns in backward instead of keeping them from forward. The convolution
+works in cache-sized chunks of the batch and keeps no columns anyway when the
+batch spans several chunks (the usual case at batch 128); the switch only
+matters for small batches.
 """
 import os
 

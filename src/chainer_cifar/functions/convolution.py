@@ -280,7 +280,7 @@ class Convolution2DFast(function_node.FunctionNode):
                     gcol = numpy.dot(W2.T, gy2).reshape(c, kh, kw, m, ho, wo)
                     gx[a:e] = col2im_cn(gcol, self.sy, self.sx, self.ph, self.pw, h, w)
             if 1 in indexes:
-                col = self.col
+                col = self.col if (a, e) == (0, n) else None  # kept only for a one-chunk batch
                 if col is None:
                     if wide:
                         col = im2col_wide(xa[a:e], kh, kw, self.ph, self.pw)
