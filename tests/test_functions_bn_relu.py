@@ -97,3 +97,24 @@ def test_link_relu_argument_on_both_paths(train):
             assert names == {'ReLU'}
     numpy.testing.assert_allclose(ys[0], ys[1], rtol=1e-4, atol=1e-4)
     assert (ys[0] >= 0).all()
+
+
+def test_inference_without_backprop_fuses_the_relu_into_fixed_batch_norm():
+    from chainer_cifar.functions.batch_norm import FixedBatchNormalizationFast
+    x, gamma, beta, rng = _inputs((4, 3, 5, 5), numpy.float32, 4)
+    mean = rng.standard_normal(3).astype(numpy.float32)
+    var = rng.uniform(0.5, 2.0, 3).astype(numpy.float32)
+    y, = FixedBatchNormalizationFast(2e-5, relu=True).apply((x, gamma, beta, mean, var))
+    ref = F.relu(F.fixed_batch_normalization(x, gamma, beta, mean, var)).array
+    numpy.testing.assert_allclose(y.array, ref, rtol=1e-5, atol=1e-5)
+    bn = FL.BatchNormalization(3)
+    bn.avg_mean[:], bn.avg_var[:] = mean, var
+    with chainer.using_config('train', False):
+        with chainer.no_backprop_mode():
+            fused = bn(x, relu=True).array
+        with chainer.using_config('use_fast_kernels', False), chainer.no_backprop_mode():
+            stock = bn(x, relu=True).array
+        graph = bn(x, relu=True)  # with backprop: separate ReLU node, differentiable
+    assert type(graph.creator).__name__ == 'ReLU'
+    numpy.testing.assert_allclose(fused, stock, rtol=1e-4, atol=1e-4)
+    numpy.testing.assert_allclose(graph.array, stock, rtol=1e-4, atol=1e-4)

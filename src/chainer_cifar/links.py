@@ -74,6 +74,11 @@ class BatchNormalization(_L.BatchNormalization):
             y, = _bn.BatchNormalizationFast(self.eps, self.avg_mean, self.avg_var,
                                             self.decay, relu=relu).apply((x, gamma, beta))
             return y
+        if relu and not configuration.config.enable_backprop:
+            # inference without a graph: the ReLU in the same pass
+            y, = _bn.FixedBatchNormalizationFast(self.eps, relu=True).apply(
+                (x, gamma, beta, self.avg_mean, self.avg_var))
+            return y
         y, = _bn.FixedBatchNormalizationFast(self.eps).apply(
             (x, gamma, beta, self.avg_mean, self.avg_var))
         return F.relu(y) if relu else y

@@ -177,8 +177,9 @@ class _Lazy(object):
 class FixedBatchNormalizationFast(function_node.FunctionNode):
     """Test mode: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with given statistics."""
 
-    def __init__(self, eps=2e-5):
+    def __init__(self, eps=2e-5, relu=False):
         self.eps = eps
+        self.relu = relu  # inference only: ``relu=True`` has no backward
 
     def check_type_forward(self, in_types):
         type_check.expect(in_types.size() == 5)
@@ -199,13 +200,20 @@ class FixedBatchNormalizationFast(function_node.FunctionNode):
         y = numpy.empty(x3.shape, dtype=x.dtype)
         s3, t3 = scale[:, None], shift[:, None]
 
+        relu = self.relu
+
         def work(a, b):
             numpy.multiply(x3[a:b], s3, out=y[a:b])
             y[a:b] += t3
+            if relu:
+                numpy.maximum(y[a:b], 0, out=y[a:b])
         _parallel.run_chunks(work, x3.shape[0], x3.size)
         return y.reshape(x.shape),
 
     def backward(self, indexes, grad_outputs):
+        if self.relu:
+            raise NotImplementedError('FixedBatchNormalizationFast(relu=True) is for inference '
+                                      '(enable_backprop=False) only')
         x, gamma, beta, mean, var = self.get_retained_inputs()
         gy, = grad_outputs
         # Differentiable formulas from Chainer functions (first and higher order).
