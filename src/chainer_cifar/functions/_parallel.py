@@ -5,8 +5,12 @@ a large array along one axis and handing the slices to a small thread pool
 uses every core for the memory-bound parts of a step (im2col, col2im,
 BatchNormalization), the way OpenBLAS already does for the GEMMs.
 
-The number of threads is ``CHAINER_CIFAR_THREADS`` or the CPU count (at most 8);
-``set_num_threads(1)`` turns it off.
+The number of threads is ``CHAINER_CIFAR_THREADS`` (at most what is given),
+else 1: since the convolution works in cache-sized chunks, its copies are
+small and interleaved with OpenBLAS calls whose worker threads keep spinning
+between GEMMs, so a second copy thread competed with them for the cores
+(ResNet-20 training on 2 cores: 140–150 img/s with one copy thread, 89–132
+with two). ``set_num_threads(n)`` changes it at run time.
 """
 import os
 import threading
@@ -27,11 +31,7 @@ def _default_threads():
             return max(1, int(env))
         except ValueError:
             pass
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return 1  # see the module docstring: OpenBLAS's threads already use the cores
 
 
 def num_threads():
