@@ -52,10 +52,19 @@ def add_device_arguments(p):
     p.add_argument('-b', '--batch_size', type=int, default=100, help='mini-batch size')
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, unless the help already words it or there is none ("None")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or '(default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(prog=None):
     p = Parser(prog=prog, description='Train a CIFAR-10 model with Chainer (the chainer-cifar article\'s '
                                        'train.py, resumable).',
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_HelpFormatter)
     add_device_arguments(p)
     add_model_arguments(p)
     add_data_arguments(p)
