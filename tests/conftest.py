@@ -81,3 +81,16 @@ def mini_dataset(mini_archive, tmp_path_factory):
     download.main(['--archive', mini_archive, '--md5', MINI_ARCHIVE_MD5, '--out', str(out), '--quiet'])
     dataset.main(['--input', str(out / 'cifar-10-batches-py'), '--output', str(out)])
     return out
+
+
+@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
+def threads(request):
+    """Runs a fast-kernel test with the copy pool at 1 and at 2 threads."""
+    from chainer_cifar.functions import _parallel
+    old = _parallel.num_threads()
+    _parallel.set_num_threads(request.param)
+    saved = _parallel._MIN_ELEMENTS
+    _parallel._MIN_ELEMENTS = 0  # split even tiny arrays, so the chunked code runs
+    yield request.param
+    _parallel._MIN_ELEMENTS = saved
+    _parallel.set_num_threads(old)

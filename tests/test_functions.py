@@ -14,7 +14,6 @@ from chainer import gradient_check
 
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
-from chainer_cifar.functions import _parallel
 from chainer_cifar.functions.batch_norm import BatchNormalizationFast, FixedBatchNormalizationFast
 
 CONV_CASES = [
@@ -41,17 +40,6 @@ def _conv_args(case, dtype, rng):
     return x, W, b, s, p
 
 
-@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
-def threads(request):
-    old = _parallel.num_threads()
-    _parallel.set_num_threads(request.param)
-    saved = _parallel._MIN_ELEMENTS
-    _parallel._MIN_ELEMENTS = 0  # split even tiny arrays, so the chunked code runs
-    yield request.param
-    _parallel._MIN_ELEMENTS = saved
-    _parallel.set_num_threads(old)
-
-
 def _grads(fn, inputs, gy):
     vs = [chainer.Variable(a) if a is not None else None for a in inputs]
     y = fn(*vs)
@@ -60,8 +48,8 @@ def _grads(fn, inputs, gy):
     return y.array, [v.grad if v is not None else None for v in vs]
 
 
-@pytest.mark.parametrize('case', CONV_CASES)
-def test_convolution_float32_matches_chainer(case, threads):
+def assert_convolution_matches_chainer(case):
+    """float32 output and every gradient of the fast convolution equal Chainer's within tolerance."""
     rng = numpy.random.RandomState(0)
     x, W, b, s, p = _conv_args(case, numpy.float32, rng)
     y_ref = F.convolution_2d(x, W, b, s, p).array
@@ -72,8 +60,13 @@ def test_convolution_float32_matches_chainer(case, threads):
     numpy.testing.assert_allclose(y, y2, rtol=1e-4, atol=1e-4)
     for a, r in zip(g, g2):
         if r is not None:
-            assert a.dtype == numpy.float32
+            assert a.dtype == numpy.float32 and a.shape == r.shape
             numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('case', CONV_CASES)
+def test_convolution_float32_matches_chainer(case, threads):
+    assert_convolution_matches_chainer(case)
 
 
 @pytest.mark.parametrize('case', CONV_CASES)

@@ -8,21 +8,9 @@ from chainer import gradient_check
 
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
-from chainer_cifar.functions import _parallel
 from chainer_cifar.functions.batch_norm import BatchNormalizationFast
 
 SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1)]
-
-
-@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
-def threads(request):
-    old = _parallel.num_threads()
-    _parallel.set_num_threads(request.param)
-    saved = _parallel._MIN_ELEMENTS
-    _parallel._MIN_ELEMENTS = 0
-    yield request.param
-    _parallel._MIN_ELEMENTS = saved
-    _parallel.set_num_threads(old)
 
 
 def _inputs(shape, dtype, seed):

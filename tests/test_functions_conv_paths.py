@@ -16,9 +16,8 @@ import chainer.functions as F
 from chainer import gradient_check
 
 import chainer_cifar.functions as CF
-from chainer_cifar.functions import _parallel
 from chainer_cifar.functions import convolution as conv
-from test_functions import CONV_CASES, _conv_args, _grads
+from test_functions import CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer
 
 EXTRA_CASES = [
     # (N, C, H, W, O, k, stride, pad, bias): ResNet-like 3x3 pad 1 and the CNN's 5x5 pad 2
@@ -60,33 +59,11 @@ def _set_two_images_per_chunk(monkeypatch, case):
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 2 * per_image)
 
 
-@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
-def threads(request):
-    old = _parallel.num_threads()
-    _parallel.set_num_threads(request.param)
-    saved = _parallel._MIN_ELEMENTS
-    _parallel._MIN_ELEMENTS = 0
-    yield request.param
-    _parallel._MIN_ELEMENTS = saved
-    _parallel.set_num_threads(old)
-
-
 @pytest.mark.parametrize('case', CASES)
 def test_float32_matches_chainer_in_every_mode(case, mode, threads, monkeypatch):
     if mode == 'chunks_of_2_wide':
         _set_two_images_per_chunk(monkeypatch, case)
-    rng = numpy.random.RandomState(0)
-    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
-    y_ref = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y, g = _grads(lambda x, W, b: CF.convolution_2d(x, W, b, s, p), (x, W, b), gy)
-    y2, g2 = _grads(lambda x, W, b: F.convolution_2d(x, W, b, s, p), (x, W, b), gy)
-    assert y.dtype == numpy.float32 and y.shape == y2.shape and y.flags.c_contiguous
-    numpy.testing.assert_allclose(y, y2, rtol=1e-4, atol=1e-4)
-    for a, r in zip(g, g2):
-        if r is not None:
-            assert a.dtype == numpy.float32 and a.shape == r.shape
-            numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+    assert_convolution_matches_chainer(case)
 
 
 @pytest.mark.parametrize('case', CASES)

@@ -1,5 +1,4 @@
 """train.py and evaluate.py on tiny models and data: outputs, flags, errors, schedules."""
-import csv
 import json
 import os
 
