@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Single process vs mpiexec -n 2 (--communicator naive), same total batch 64, same data, 1 epoch.
+# Run from the repository root; D = a dataset folder built from the mini archive
+# (python src/download.py --archive ... && python src/dataset.py).
 set -u
-cd /work/main
-D=/tmp/dist_mini/dataset
+cd "$(dirname "$0")/../../.."
+D=${D:-/tmp/dist_mini/dataset}
 OUT=/tmp/dist_bench
 RES=docs/results/distributed_cpu
 mkdir -p $OUT
