@@ -63,6 +63,13 @@ def pad_nchw(x, ph, pw):
         return x
     n, c, h, w = x.shape
     xp = numpy.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    _pad_into(xp, x, ph, pw)
+    return xp
+
+
+def _pad_into(xp, x, ph, pw):
+    """Write ``x`` into the middle of ``xp`` and zero only the borders around it."""
+    h, w = x.shape[2:]
     if ph:
         xp[:, :, :ph, :] = 0
         xp[:, :, ph + h:, :] = 0
@@ -70,7 +77,6 @@ def pad_nchw(x, ph, pw):
         xp[:, :, ph:ph + h, :pw] = 0
         xp[:, :, ph:ph + h, pw + w:] = 0
     _parallel.copyto(xp[:, :, ph:ph + h, pw:pw + w], x)
-    return xp
 
 
 def im2col_cn(x, kh, kw, sy, sx, ph, pw):
@@ -102,14 +108,7 @@ def im2col_wide(x, kh, kw, ph, pw):
     size = n * c * hp * wp
     buf = numpy.empty(size + kw, dtype=x.dtype)
     buf[size:] = 0
-    xp = buf[:size].reshape(n, c, hp, wp)
-    if ph:
-        xp[:, :, :ph, :] = 0
-        xp[:, :, ph + h:, :] = 0
-    if pw:
-        xp[:, :, ph:ph + h, :pw] = 0
-        xp[:, :, ph:ph + h, pw + w:] = 0
-    _parallel.copyto(xp[:, :, ph:ph + h, pw:pw + w], x)
+    _pad_into(buf[:size].reshape(n, c, hp, wp), x, ph, pw)
     e = buf.itemsize
     view = as_strided(buf, (c, kh, kw, n, ho * wp), (hp * wp * e, wp * e, e, c * hp * wp * e, e),
                       writeable=False)
