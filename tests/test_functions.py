@@ -69,31 +69,37 @@ def test_convolution_float32_matches_chainer(case, threads):
     assert_convolution_matches_chainer(case)
 
 
-@pytest.mark.parametrize('case', CONV_CASES)
-def test_convolution_gradient_check_float64(case):
-    rng = numpy.random.RandomState(1)
+def _conv64(case, seed):
+    """float64 inputs, an upstream gradient and the fast convolution as a function of them."""
+    rng = numpy.random.RandomState(seed)
     x, W, b, s, p = _conv_args(case, numpy.float64, rng)
     args = (x, W) if b is None else (x, W, b)
-    y = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y.shape)
+    gy = rng.standard_normal(F.convolution_2d(x, W, b, s, p).shape)
 
     def f(*a):
         return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
+    return f, args, gy, rng
+
+
+def check_convolution_backward(case):
+    f, args, gy, _ = _conv64(case, 1)
     gradient_check.check_backward(f, args, gy, dtype=numpy.float64, atol=1e-6, rtol=1e-6)
+
+
+def check_convolution_double_backward(case):
+    f, args, gy, rng = _conv64(case, 2)
+    ggs = [rng.standard_normal(a.shape) for a in args]
+    gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('case', CONV_CASES)
+def test_convolution_gradient_check_float64(case):
+    check_convolution_backward(case)
 
 
 @pytest.mark.parametrize('case', CONV_CASES[:4])
 def test_convolution_double_backward_float64(case):
-    rng = numpy.random.RandomState(2)
-    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
-    args = (x, W) if b is None else (x, W, b)
-    y = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y.shape)
-    ggs = [rng.standard_normal(a.shape) for a in args]
-
-    def f(*a):
-        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
-    gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
+    check_convolution_double_backward(case)
 
 
 def test_convolution_falls_back_for_unsupported_options():

@@ -12,12 +12,11 @@ import numpy
 import pytest
 
 import chainer
-import chainer.functions as F
-from chainer import gradient_check
 
 import chainer_cifar.functions as CF
 from chainer_cifar.functions import convolution as conv
-from test_functions import CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer
+from test_functions import (CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer,
+                            check_convolution_backward, check_convolution_double_backward)
 
 EXTRA_CASES = [
     # (N, C, H, W, O, k, stride, pad, bias): ResNet-like 3x3 pad 1 and the CNN's 5x5 pad 2
@@ -70,31 +69,14 @@ def test_float32_matches_chainer_in_every_mode(case, mode, threads, monkeypatch)
 def test_gradient_check_float64_in_every_mode(case, mode, monkeypatch):
     if mode == 'chunks_of_2_wide':
         _set_two_images_per_chunk(monkeypatch, case)
-    rng = numpy.random.RandomState(1)
-    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
-    args = (x, W) if b is None else (x, W, b)
-    y = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y.shape)
-
-    def f(*a):
-        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
-    gradient_check.check_backward(f, args, gy, dtype=numpy.float64, atol=1e-6, rtol=1e-6)
+    check_convolution_backward(case)
 
 
 @pytest.mark.parametrize('case', [CONV_CASES[0], EXTRA_CASES[0], EXTRA_CASES[1]])
 def test_double_backward_float64_wide_and_chunked(case, monkeypatch):
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 1)
     monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', 100.0)
-    rng = numpy.random.RandomState(2)
-    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
-    args = (x, W) if b is None else (x, W, b)
-    y = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y.shape)
-    ggs = [rng.standard_normal(a.shape) for a in args]
-
-    def f(*a):
-        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
-    gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
+    check_convolution_double_backward(case)
 
 
 @pytest.mark.parametrize('wide', [False, True])
