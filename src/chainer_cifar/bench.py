@@ -370,16 +370,20 @@ def bench_data_pipeline(batch=128, repeats=20, log=print):
 
 
 def set_threads(n):
-    """Use ``n`` threads everywhere: this package's copy pool, NumPy's OpenBLAS and PyTorch.
+    """Use ``n`` threads everywhere: this package's kernels, NumPy's OpenBLAS and PyTorch.
 
-    On a shared machine a single-thread run (``--threads 1``) compares the
-    libraries per core: another job's load then slows all of them alike
-    instead of stalling the multi-threaded ones (PyTorch's OpenMP threads
-    collapse when a core is taken). Returns what each library reports.
+    With ``n > 1`` this package runs its own threads and sets OpenBLAS to one
+    (see :mod:`chainer_cifar.functions._parallel`); with ``n == 1`` everything
+    is single-threaded. On a shared machine a single-thread run
+    (``--threads 1``) compares the libraries per core: another job's load then
+    slows all of them alike instead of stalling the multi-threaded ones
+    (PyTorch's OpenMP threads collapse when a core is taken). Returns what
+    each library reports.
     """
     _parallel.set_num_threads(n)
-    done = {'chainer_cifar': _parallel.num_threads()}
-    done['openblas'] = _set_openblas_threads(n)
+    if n == 1:
+        _parallel.set_blas_threads(1)
+    done = {'chainer_cifar': _parallel.num_threads(), 'openblas': _parallel.blas_threads()}
     torch = _import_torch()
     if torch is not None:
         torch.set_num_threads(n)
@@ -387,39 +391,12 @@ def set_threads(n):
     return done
 
 
-def _set_openblas_threads(n):
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n, user_api='blas')
-        return n
-    except Exception:
-        pass
-    import ctypes
-    try:
-        with open('/proc/self/maps') as f:
-            paths = sorted({line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix in ('64_', ''):
-            setter = getattr(lib, 'openblas_set_num_threads' + suffix, None)
-            getter = getattr(lib, 'openblas_get_num_threads' + suffix, None)
-            if setter is not None and getter is not None:
-                setter(int(n))
-                return int(getter())
-    return None
-
-
 def environment():
     info = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'python': platform.python_version(), 'numpy': numpy.__version__,
             'chainer': chainer.__version__, 'machine': platform.machine(),
             'processor': _cpu_name(), 'cpus': os.cpu_count(),
-            'threads': _parallel.num_threads(),
+            'threads': _parallel.num_threads(), 'openblas_threads': _parallel.blas_threads(),
             'OPENBLAS_CORETYPE': os.environ.get('OPENBLAS_CORETYPE'),
             'loadavg_start': os.getloadavg()}
     try:

@@ -16,7 +16,16 @@ switched off::
     chainer_cifar.functions.set_fast_kernels(False)          # for the process
 
 The drop-in links are in :mod:`chainer_cifar.links`.
+
+Importing this package changes two process-wide settings, because a training
+step on NumPy is several times slower without them (docs/performance.md):
+glibc keeps freed buffers for reuse instead of unmapping them
+(:mod:`~chainer_cifar.functions._malloc`; ``CHAINER_CIFAR_KEEP_MEMORY=0``
+turns it off), and, when the kernels run on several threads, OpenBLAS is set
+to one thread per call (:mod:`~chainer_cifar.functions._parallel`;
+``CHAINER_CIFAR_THREADS=1`` keeps OpenBLAS's own threading).
 """
+from chainer_cifar.functions import _malloc
 from chainer_cifar.functions._config import fast_kernels_enabled, set_fast_kernels, use_fast
 from chainer_cifar.functions.add_relu import AddReLU, add_relu
 from chainer_cifar.functions._parallel import num_threads, set_num_threads
@@ -26,6 +35,9 @@ from chainer_cifar.functions.convolution import Convolution2DFast, convolution_2
 from chainer_cifar.functions.pooling import (AveragePooling2DFast, MaxPooling2DFast,
                                              average_pooling_2d, max_pooling_2d)
 from chainer_cifar.functions.shortcut import ZeroPadShortcut, zero_pad_shortcut
+
+if _malloc.enabled_by_environment():
+    _malloc.keep_freed_memory()
 
 __all__ = ['fast_kernels_enabled', 'set_fast_kernels', 'use_fast', 'num_threads', 'set_num_threads',
            'BatchNormalizationFast', 'FixedBatchNormalizationFast', 'batch_normalization',

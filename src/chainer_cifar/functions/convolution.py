@@ -145,6 +145,8 @@ _CHUNK_ELEMENTS = 1 << 20
 # padded width exceeds the output width by at most this factor (the GEMMs then
 # do that much more work; 32x32 and 16x16 maps with 3x3 kernels qualify).
 _WIDE_MAX_RATIO = 1.2
+# Multi-chunk batches are cut into a multiple of this many chunks (see _chunks).
+_CHUNK_GROUP = 4
 
 
 def _use_wide(sy, sx, wo, wp):
@@ -152,9 +154,18 @@ def _use_wide(sy, sx, wo, wp):
 
 
 def _chunks(n, per_image):
-    """``(start, stop)`` image ranges of at most ``_CHUNK_ELEMENTS`` column elements each."""
-    size = max(1, min(n, _CHUNK_ELEMENTS // max(1, per_image)))
-    return [(a, min(n, a + size)) for a in range(0, n, size)]
+    """Equal ``(start, stop)`` image ranges of at most ``_CHUNK_ELEMENTS`` column elements each.
+
+    A batch that needs more than one chunk gets a multiple of ``_CHUNK_GROUP``
+    of them, so they share out evenly over two or four threads; the ranges do
+    not depend on the number of threads, and neither do the results.
+    """
+    most = max(1, _CHUNK_ELEMENTS // max(1, per_image))  # images per chunk
+    if n <= most:
+        return [(0, n)]
+    count = -(-n // most)
+    count = min(n, -(-count // _CHUNK_GROUP) * _CHUNK_GROUP)
+    return _parallel.split(n, count)
 
 
 def _write_nchw(dst, y_ocn, bb):
@@ -227,17 +238,23 @@ class Convolution2DFast(function_node.FunctionNode):
         else:
             bb = None if b is None else b.astype(x.dtype, copy=False)[:, None]
             chunks = _chunks(n, k * ho * wo)
-        for a, e in chunks:
+        sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
+
+        def chunk(ae):
+            # One chunk on one core: im2col, GEMM, transposing write (+ bias).
+            a, e = ae
             if wide:
-                col = im2col_wide(x[a:e], kh, kw, self.ph, self.pw)
+                col = im2col_wide(x[a:e], kh, kw, ph, pw)
                 yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho, wp)[:, :, :, :wo]
                 _write_nchw(y[a:e], yc, bb)
             else:
-                col = im2col_cn(x[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
+                col = im2col_cn(x[a:e], kh, kw, sy, sx, ph, pw)
                 yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
                 _write_nchw(y[a:e].reshape(e - a, o, ho * wo), yc, bb)
+            return col
+        cols = _parallel.map_tasks(chunk, chunks, y.size)
         if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():
-            self.col = col
+            self.col = cols[0]
         return y.reshape(n, o, ho, wo),
 
     def backward(self, indexes, grad_outputs):
@@ -257,10 +274,14 @@ class Convolution2DFast(function_node.FunctionNode):
         stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
         wf = _flipped(Wa) if 0 in indexes and stride1 else None
         gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
-        gW = gb = None
         wide = self.wide
         wp = w + 2 * self.pw
-        for a, e in _chunks(n, k * ho * (wp if wide else wo)):
+        sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
+        kept = self.col
+
+        def chunk(ae):
+            # One chunk on one core; returns its parts of gWᵀ and gb.
+            a, e = ae
             m = e - a
             if wide:
                 # gy in the wide-row layout of the columns, zero in the discarded columns
@@ -274,28 +295,26 @@ class Convolution2DFast(function_node.FunctionNode):
                 gy4 = gy2.reshape(o, m, ho, wo)
             if 0 in indexes:
                 if stride1:
-                    _grad_x_stride1(gy4, Wa, self.ph, self.pw, wf=wf, out=gx[a:e])
+                    _grad_x_stride1(gy4, Wa, ph, pw, wf=wf, out=gx[a:e])
                 else:
                     gcol = numpy.dot(W2.T, gy2).reshape(c, kh, kw, m, ho, wo)
-                    gx[a:e] = col2im_cn(gcol, self.sy, self.sx, self.ph, self.pw, h, w)
+                    gx[a:e] = col2im_cn(gcol, sy, sx, ph, pw, h, w)
+            gwt = gbc = None
             if 1 in indexes:
-                col = self.col if (a, e) == (0, n) else None  # kept only for a one-chunk batch
+                col = kept if (a, e) == (0, n) else None  # kept only for a one-chunk batch
                 if col is None:
                     if wide:
-                        col = im2col_wide(xa[a:e], kh, kw, self.ph, self.pw)
+                        col = im2col_wide(xa[a:e], kh, kw, ph, pw)
                     else:
-                        col = im2col_cn(xa[a:e], kh, kw, self.sy, self.sx, self.ph, self.pw)
-                g = numpy.dot(col.reshape(k, -1), gy2.T)  # gWᵀ (K, O): the faster orientation
-                if gW is None:
-                    gW = g
-                else:
-                    gW += g
+                        col = im2col_cn(xa[a:e], kh, kw, sy, sx, ph, pw)
+                gwt = numpy.dot(col.reshape(k, -1), gy2.T)  # gWᵀ (K, O): the faster orientation
             if 2 in indexes:
-                g = gy2.sum(axis=1)
-                if gb is None:
-                    gb = g
-                else:
-                    gb += g
+                gbc = gy2.sum(axis=1)
+            return gwt, gbc
+        parts = _parallel.map_tasks(chunk, _chunks(n, k * ho * (wp if wide else wo)), gy.size)
+        # Summed in chunk order: the same result for any number of threads.
+        gW = _sum_in_order(p[0] for p in parts) if 1 in indexes else None
+        gb = _sum_in_order(p[1] for p in parts) if 2 in indexes else None
         self.col = None
         ret = []
         if 0 in indexes:
@@ -306,6 +325,16 @@ class Convolution2DFast(function_node.FunctionNode):
         if 2 in indexes:
             ret.append(chainer.Variable(gb))
         return tuple(ret)
+
+
+def _sum_in_order(arrays):
+    total = None
+    for a in arrays:
+        if total is None:
+            total = a
+        else:
+            total += a
+    return total
 
 
 def _gemm_wcol(W, col):

@@ -1,0 +1,98 @@
+"""The thread pool, OpenBLAS's thread count and the allocator setting of the fast kernels."""
+import threading
+
+import numpy
+import pytest
+
+import chainer
+
+from chainer_cifar.functions import _malloc, _parallel
+from chainer_cifar.functions import convolution as conv
+
+
+@pytest.fixture
+def restore_threads():
+    old = _parallel.num_threads()
+    yield
+    _parallel.set_num_threads(old)
+
+
+def test_map_tasks_keeps_item_order_and_runs_nested_work_inline(restore_threads):
+    _parallel.set_num_threads(2)
+    seen = set()
+
+    def task(i):
+        seen.add(threading.current_thread().name)
+        inner = []
+        # A parallel call from inside a share must not wait on the (busy) pool.
+        _parallel.run_chunks(lambda a, b: inner.append((a, b)), 10, 1 << 30)
+        assert inner == [(0, 10)]
+        return i * i
+    assert _parallel.map_tasks(task, range(7)) == [i * i for i in range(7)]
+    assert len(seen) == 2
+
+
+def test_map_tasks_propagates_a_worker_exception(restore_threads):
+    _parallel.set_num_threads(2)
+
+    def task(i):
+        if i == 5:
+            raise ValueError('bad item')
+        return i
+    with pytest.raises(ValueError, match='bad item'):
+        _parallel.map_tasks(task, range(6))
+
+
+@pytest.mark.skipif(_parallel.blas_threads() is None, reason='NumPy does not use OpenBLAS here')
+def test_several_threads_make_openblas_single_threaded_and_one_thread_restores_it(restore_threads):
+    _parallel.set_num_threads(1)
+    before = _parallel.blas_threads()
+    _parallel.set_num_threads(2)
+    assert _parallel.blas_threads() == 1
+    _parallel.set_num_threads(1)
+    assert _parallel.blas_threads() == before
+
+
+def test_batch_chunks_split_evenly_and_do_not_depend_on_the_thread_count(restore_threads):
+    per_image = 144 * 32 * 34  # ResNet-20's first stage, wide rows
+    chunks = conv._chunks(128, per_image)
+    assert len(chunks) % conv._CHUNK_GROUP == 0
+    sizes = {e - a for a, e in chunks}
+    assert max(sizes) - min(sizes) <= 1
+    assert chunks[0][0] == 0 and chunks[-1][1] == 128
+    assert all(e == a2 for (_, e), (a2, _) in zip(chunks, chunks[1:]))
+    assert max(sizes) * per_image <= conv._CHUNK_ELEMENTS
+    assert conv._chunks(2, per_image) == [(0, 2)]  # fits one chunk
+
+
+def test_convolution_results_are_bitwise_equal_for_one_and_two_threads(restore_threads):
+    rng = numpy.random.RandomState(0)
+    x = rng.standard_normal((40, 16, 16, 16)).astype(numpy.float32)  # several chunks
+    W = rng.standard_normal((16, 16, 3, 3)).astype(numpy.float32)
+    b = rng.standard_normal(16).astype(numpy.float32)
+    gy = rng.standard_normal((40, 16, 16, 16)).astype(numpy.float32)
+    assert len(conv._chunks(40, 144 * 16 * 18)) > 1
+    results = []
+    for n in (1, 2):
+        _parallel.set_num_threads(n)
+        xv, Wv, bv = chainer.Variable(x), chainer.Variable(W), chainer.Variable(b)
+        y = conv.convolution_2d(xv, Wv, bv, 1, 1)
+        y.grad = gy
+        y.backward()
+        results.append((y.array, xv.grad, Wv.grad, bv.grad))
+    for one, two in zip(*results):
+        numpy.testing.assert_array_equal(one, two)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+    if platform.libc_ver()[0] != 'glibc':
+        pytest.skip('glibc only')
+    assert _malloc.keep_freed_memory() is True
+
+
+def test_keep_freed_memory_can_be_turned_off_by_environment(monkeypatch):
+    monkeypatch.setenv('CHAINER_CIFAR_KEEP_MEMORY', '0')
+    assert not _malloc.enabled_by_environment()
+    monkeypatch.delenv('CHAINER_CIFAR_KEEP_MEMORY')
+    assert _malloc.enabled_by_environment()
