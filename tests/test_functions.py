@@ -142,6 +142,20 @@ def test_max_pooling_matches_chainer(case, cover_all, threads):
     numpy.testing.assert_allclose(gx, gx2, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('case', POOL_CASES)
+def test_max_pooling_routes_ties_to_the_first_maximum_in_row_major_order(case, threads):
+    # Values in {0, 1, 2}: most windows hold several maxima, in every arrangement.
+    shape, k, s, p = case
+    rng = numpy.random.RandomState(6)
+    x = rng.randint(0, 3, size=shape).astype(numpy.float32)
+    y_ref = F.max_pooling_2d(x, k, s, p).array
+    gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
+    y, (gx,) = _grads(lambda v: CF.max_pooling_2d(v, k, s, p), (x,), gy)
+    _, (gx_ref,) = _grads(lambda v: F.max_pooling_2d(v, k, s, p), (x,), gy)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize('case', POOL_CASES[:5])
 @pytest.mark.parametrize('cover_all', [True, False])
 def test_max_pooling_gradient_check_float64(case, cover_all):

@@ -1,11 +1,13 @@
 """2-D max and average pooling for NumPy arrays, without im2col.
 
-The window maximum is a running ``numpy.maximum`` over the ``kh*kw`` strided
-slices of the padded input (each slice is output-sized), and the position of
-the maximum is kept as one ``int8`` per output (the first maximum in window
-order, as Chainer's ``argmax`` does). Backward adds ``gy`` where the index
-matches into each slice: ``kh*kw`` output-sized passes, no scatter with
-``numpy.add.at``. Images are split across the cores.
+Max pooling is done in two separable 1-D stages (along the rows, then along
+the columns of row maxima), each a running ``numpy.maximum`` over strided
+slices of the padded input; the position of each stage's maximum is kept as
+one ``int8`` per stage output (together the first maximum in window order, as
+Chainer's ``argmax`` gives), and only when backpropagation is enabled.
+Backward adds ``gy`` where the index matches into each slice, stage by stage:
+no scatter with ``numpy.add.at``. Average pooling sums the ``kh*kw`` strided
+slices. Images are split across the cores.
 
 Both pooling gradients are FunctionNodes with their own backward, so double
 backpropagation works. Anything not handled here (CuPy, ChainerX,
@@ -13,6 +15,7 @@ backpropagation works. Anything not handled here (CuPy, ChainerX,
 """
 import numpy
 
+import chainer
 import chainer.functions as F
 from chainer import function_node
 from chainer.utils import type_check
@@ -75,34 +78,172 @@ class _Geometry(object):
         return numpy.ascontiguousarray(gxp[:, :, self.ph:self.ph + h, self.pw:self.pw + w])
 
 
+def _taps(a, axis, k, s, n):
+    """The ``k`` strided views ``a[..., t : t + s*(n-1) + 1 : s, ...]`` along ``axis``."""
+    out = []
+    for t in range(k):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(t, t + s * (n - 1) + 1, s)
+        out.append(a[tuple(index)])
+    return out
+
+
+def _phase_ranges(geo, r):
+    """For phase ``r`` (padded columns ``r, r+s, ...``): its length, and which of its
+    entries ``[i0, i1)`` are the input columns ``j0, j0+s, ...``."""
+    s, pw, w = geo.sx, geo.pw, geo.in_shape[3]
+    length = len(range(r, geo.wp, s))
+    i0 = max(0, -(-(pw - r) // s))
+    i1 = min(length, -(-(pw + w - r) // s))
+    return length, i0, max(i0, i1), r + s * i0 - pw
+
+
+def _phases(geo, x, fill):
+    """The padded input's column phases ``padded[..., r::sx]``, built from ``x`` directly.
+
+    NumPy's loops are several times slower on a strided last axis; with the
+    columns split into contiguous phases every tap of the column stage is a
+    slice with a contiguous last axis, and the padded array is never made.
+    """
+    n, c, h, w = x.shape
+    ph = geo.ph
+    out = []
+    for r in range(min(geo.sx, geo.kw)):
+        length, i0, i1, j0 = _phase_ranges(geo, r)
+        p = numpy.empty((n, c, geo.hp, length), dtype=x.dtype)
+        p[:, :, :ph] = fill
+        p[:, :, ph + h:] = fill
+        p[:, :, ph:ph + h, :i0] = fill
+        p[:, :, ph:ph + h, i1:] = fill
+        p[:, :, ph:ph + h, i0:i1] = x[:, :, :, j0::geo.sx][..., :i1 - i0]
+        out.append(p)
+    return out
+
+
+def _unphase(geo, phases, out):
+    """Adjoint of :func:`_phases`: the input-sized part of each phase written to ``out``."""
+    h = out.shape[2]
+    if geo.kw < geo.sx:
+        out[...] = 0  # columns in no window
+    for r, p in enumerate(phases):
+        _, i0, i1, j0 = _phase_ranges(geo, r)
+        out[:, :, :, j0::geo.sx][..., :i1 - i0] = p[:, :, geo.ph:geo.ph + h, i0:i1]
+
+
+def _col_taps(phases, k, s, n):
+    return [phases[t % s][..., t // s:t // s + n] for t in range(k)]
+
+
+def _max_taps(taps, index, out=None, idx=None):
+    """Running maximum over ``taps``; with ``index``, the first argmax (int8), else ``None``.
+
+    A later tap replaces the running maximum only when strictly greater, so
+    ties go to the first tap, as Chainer's ``argmax`` does. Tap ``t`` is
+    larger than every earlier index, so the index update is a ``maximum``
+    with ``t * mask``: integer passes instead of a slow masked copy. ``out``
+    and ``idx`` are written when given.
+    """
+    shape = taps[0].shape
+    out = numpy.empty(shape, dtype=taps[0].dtype) if out is None else out
+    if index:
+        idx = numpy.empty(shape, dtype=numpy.int8) if idx is None else idx
+    if len(taps) == 1:
+        numpy.copyto(out, taps[0])
+        if index:
+            idx[...] = 0
+        return out, (idx if index else None)
+    numpy.maximum(taps[0], taps[1], out=out)
+    if not index:
+        for v in taps[2:]:
+            numpy.maximum(out, v, out=out)
+        return out, None
+    mask = numpy.empty(shape, dtype=bool)
+    m8 = mask.view(numpy.int8)
+    numpy.greater(taps[1], taps[0], out=mask)
+    numpy.copyto(idx, m8)
+    for t, v in enumerate(taps[2:], 2):
+        numpy.greater(v, out, out=mask)
+        m8 *= t
+        numpy.maximum(idx, m8, out=idx)
+        numpy.maximum(out, v, out=out)
+    return out, idx
+
+
+def _add_masked(views, g, idx):
+    """``views[t] += g`` where ``idx == t``, for every tap ``t``."""
+    mask = numpy.empty(g.shape, dtype=bool)
+    tmp = numpy.empty(g.shape, dtype=g.dtype)
+    for t, view in enumerate(views):
+        numpy.equal(idx, t, out=mask)
+        numpy.multiply(g, mask, out=tmp)
+        view += tmp
+
+
+def _scatter_rows(g, idx, k, s, size):
+    """Adjoint of the row stage (axis 2): ``g`` added at each argmax row."""
+    shape = g.shape[:2] + (size,) + g.shape[3:]
+    out = numpy.zeros(shape, dtype=g.dtype)
+    _add_masked(_taps(out, 2, k, s, g.shape[2]), g, idx)
+    return out
+
+
+def _scatter_cols(g, idx, geo):
+    """Adjoint of the column stage: ``g`` added at each argmax column, as column phases."""
+    n = g.shape[-1]
+    phases = [numpy.zeros(g.shape[:-1] + (_phase_ranges(geo, r)[0],), dtype=g.dtype)
+              for r in range(min(geo.sx, geo.kw))]
+    _add_masked(_col_taps(phases, geo.kw, geo.sx, n), g, idx)
+    return phases
+
+
+def _gather_1d(src, idx, axis, k, s):
+    """Adjoint of :func:`_scatter_1d`: each output takes ``src`` at its argmax."""
+    out = numpy.zeros(idx.shape, dtype=src.dtype)
+    mask = numpy.empty(idx.shape, dtype=bool)
+    for t, view in enumerate(_taps(src, axis, k, s, idx.shape[axis])):
+        numpy.equal(idx, t, out=mask)
+        numpy.copyto(out, view, where=mask)
+    return out
+
+
+# Max pooling is separable: the maximum over each row of the window (axis 3),
+# then over those row maxima (axis 2). The argmax is kept per stage, first
+# the column within each row, then the row: the first maximum in row-major
+# window order, which is Chainer's. Each stage reads each input once per tap;
+# the 2-D version read it kh*kw times for the maximum and twice more for the
+# index.
+
+
+def _max_2d(geo, x, index, out=None, ih=None, iw=None):
+    taps = _col_taps(_phases(geo, x, -numpy.inf), geo.kw, geo.sx, geo.wo)
+    r, iw = _max_taps(taps, index, idx=iw)
+    y, ih = _max_taps(_taps(r, 2, geo.kh, geo.sy, geo.ho), index, out=out, idx=ih)
+    return y, (ih, iw)
+
+
 def _scatter_max(geo, gy, idx):
-    """Gradient of max pooling: ``gy`` added at each window's argmax."""
-    n, c = gy.shape[:2]
-    gxp = numpy.zeros((n, c, geo.hp, geo.wp), dtype=gy.dtype)
+    """Gradient of max pooling: ``gy`` added at each window's argmax, stage by stage."""
+    ih, iw = idx
+    n = gy.shape[0]
+    gx = numpy.empty(geo.in_shape, dtype=gy.dtype)
 
     def work(a, b):
-        g = gy[a:b]
-        ix = idx[a:b]
-        tmp = numpy.empty_like(g)
-        for i in range(geo.kh):
-            for j in range(geo.kw):
-                numpy.multiply(g, ix == i * geo.kw + j, out=tmp)
-                geo.window(gxp[a:b], i, j)[...] += tmp
-    _parallel.run_chunks(work, n, gxp.size)
-    return geo.unpad(gxp)
+        gr = _scatter_rows(gy[a:b], ih[a:b], geo.kh, geo.sy, geo.hp)
+        _unphase(geo, _scatter_cols(gr, iw[a:b], geo), gx[a:b])
+    _parallel.run_chunks(work, n, gx.size)
+    return gx
 
 
 def _gather_max(geo, ggx, idx):
     """Adjoint of :func:`_scatter_max`: each output takes ``ggx`` at its argmax."""
+    ih, iw = idx
     ggxp = geo.padded(ggx, 0)
-    n, c = idx.shape[:2]
-    out = numpy.zeros(idx.shape, dtype=ggx.dtype)
+    n = ih.shape[0]
+    out = numpy.empty(ih.shape, dtype=ggx.dtype)
 
     def work(a, b):
-        ix = idx[a:b]
-        for i in range(geo.kh):
-            for j in range(geo.kw):
-                numpy.copyto(out[a:b], geo.window(ggxp[a:b], i, j), where=(ix == i * geo.kw + j))
+        r = _gather_1d(ggxp[a:b], iw[a:b], 3, geo.kw, geo.sx)
+        out[a:b] = _gather_1d(r, ih[a:b], 2, geo.kh, geo.sy)
     _parallel.run_chunks(work, n, out.size * geo.kh * geo.kw)
     return out
 
@@ -121,25 +262,17 @@ class MaxPooling2DFast(function_node.FunctionNode):
         x, = inputs
         geo = self.geo
         geo.setup(x.shape)
-        xp = geo.padded(x, -numpy.inf)
         n, c = x.shape[:2]
         y = numpy.empty((n, c, geo.ho, geo.wo), dtype=x.dtype)
-        idx = numpy.zeros(y.shape, dtype=numpy.int8 if geo.kh * geo.kw < 128 else numpy.int32)
+        index = chainer.config.enable_backprop
+        ih = numpy.empty(y.shape, numpy.int8) if index else None
+        iw = numpy.empty((n, c, geo.hp, geo.wo), numpy.int8) if index else None
 
         def work(a, b):
-            ya, ia, xa = y[a:b], idx[a:b], xp[a:b]
-            numpy.copyto(ya, geo.window(xa, 0, 0))
-            mask = numpy.empty(ya.shape, dtype=bool)
-            for i in range(geo.kh):
-                for j in range(geo.kw):
-                    if i == 0 and j == 0:
-                        continue
-                    v = geo.window(xa, i, j)
-                    numpy.greater(v, ya, out=mask)
-                    numpy.copyto(ia, i * geo.kw + j, where=mask)
-                    numpy.maximum(ya, v, out=ya)
-        _parallel.run_chunks(work, n, xp.size)
-        self.idx = idx
+            _max_2d(geo, x[a:b], index, y[a:b],
+                    ih[a:b] if index else None, iw[a:b] if index else None)
+        _parallel.run_chunks(work, n, x.size)
+        self.idx = (ih, iw)
         return y,
 
     def backward(self, indexes, grad_outputs):
