@@ -100,6 +100,46 @@ def test_test_mode_uses_the_fixed_fast_batch_norm_and_matches_chainer():
     assert {'Convolution2DFast', 'FixedBatchNormalizationFast'} <= names
 
 
+class _Applied(chainer.FunctionHook):
+    """Records the class name of every function node applied (with or without a graph)."""
+
+    def __init__(self):
+        self.names = []
+
+    def forward_preprocess(self, function, in_data):
+        self.names.append(type(function).__name__)
+
+
+def _randomize_batch_norm(model, rng):
+    for link in model.links():
+        if isinstance(link, CL.BatchNormalization):
+            c = link.avg_mean.shape[0]
+            link.avg_mean[...] = rng.standard_normal(c)
+            link.avg_var[...] = rng.uniform(0.2, 3.0, c)
+            link.gamma.array[...] = rng.uniform(0.5, 2.0, c)
+            link.beta.array[...] = rng.standard_normal(c)
+
+
+@pytest.mark.parametrize('name', ['resnet20', 'cnnbn', 'vgg'])
+def test_inference_folds_batch_norm_into_the_convolution_with_the_same_outputs(name):
+    rng = numpy.random.RandomState(0)
+    x = rng.standard_normal((3, 3, 32, 32)).astype(numpy.float32)
+    model = create_model(name)
+    _randomize_batch_norm(model, rng)
+    hook = _Applied()
+    with chainer.using_config('train', False):
+        with chainer.no_backprop_mode(), hook:
+            y_folded = model(x).array
+        y_graph = model(x)  # a graph is kept: BN stays a node, the ReLU separate
+        with chainer.using_config('use_fast_kernels', False), chainer.no_backprop_mode():
+            y_stock = model(x).array
+    assert 'FixedBatchNormalizationFast' not in hook.names
+    assert 'FixedBatchNormalizationFast' in creator_classes(y_graph)
+    atol = 1e-5 * float(numpy.abs(y_stock).max())  # float32 rounding, at the outputs' scale
+    numpy.testing.assert_allclose(y_folded, y_graph.array, rtol=1e-4, atol=atol)
+    numpy.testing.assert_allclose(y_folded, y_stock, rtol=1e-4, atol=atol)
+
+
 @pytest.mark.parametrize('name', ['resnet20', 'vgg', 'pyramid', 'identity_mapping', 'cnnwn',
                                   'resnet20_v1_dropout', 'shake_residual'])
 def test_every_conv_and_bn_link_is_the_fast_subclass(name):

@@ -14,6 +14,8 @@ switch off). To use them in model code::
 Every other name (``L.Linear``, ``L.Classifier`` ...) is re-exported from
 ``chainer.links`` so the first import line can replace Chainer's wholesale.
 """
+import numpy
+
 import chainer
 import chainer.functions as F
 import chainer.links as _L
@@ -86,6 +88,44 @@ class BatchNormalization(_L.BatchNormalization):
     def _stock(self, x, finetune, relu):
         y = super(BatchNormalization, self).forward(x, finetune=finetune)
         return F.relu(y) if relu else y
+
+
+def conv_bn(conv, bn, x, relu=False):
+    """``bn(conv(x))``, or ``relu(bn(conv(x)))`` with ``relu=True``.
+
+    In inference without a graph (``train`` and ``enable_backprop`` both
+    off) on the fast path, the BatchNormalization is folded into the
+    convolution: ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with
+    ``s = gamma / sqrt(var + eps)``, and the ReLU is applied to each chunk of
+    the output as it is written, so the separate pass over the activations
+    disappears. Everywhere else it is exactly ``bn(conv(x), relu=relu)``.
+    """
+    if (not configuration.config.train and not configuration.config.enable_backprop
+            and _foldable(conv, bn, x)):
+        W = conv.W.array
+        dt = W.dtype
+        scale = numpy.reciprocal(numpy.sqrt(bn.avg_var.astype(dt) + dt.type(bn.eps)))
+        if bn.gamma is not None:
+            scale *= bn.gamma.array
+        shift = -bn.avg_mean.astype(dt) * scale
+        if conv.b is not None:
+            shift += conv.b.array * scale
+        if bn.beta is not None:
+            shift += bn.beta.array
+        W2 = W * scale.reshape(-1, 1, 1, 1)
+        y, = _conv.Convolution2DFast(conv.stride, conv.pad, relu=relu).apply((x, W2, shift))
+        return y
+    return bn(conv(x), relu=relu)
+
+
+def _foldable(conv, bn, x):
+    return (isinstance(conv, Convolution2D) and isinstance(bn, BatchNormalization)
+            and conv.W.raw_array is not None and conv.groups == 1
+            and _conv._pair(conv.dilate) == (1, 1) and bn.axis is None
+            and bn.avg_mean is not None and bn.avg_mean.ndim == 1
+            and getattr(x, 'layout', None) is None
+            and getattr(x, 'dtype', None) == conv.W.dtype
+            and use_fast(x, conv.W, conv.b, bn.gamma, bn.beta, bn.avg_mean, bn.avg_var))
 
 
 _SWAPS = ((_L.Convolution2D, Convolution2D), (_L.BatchNormalization, BatchNormalization))

@@ -200,9 +200,10 @@ class Convolution2DFast(function_node.FunctionNode):
     col = None
     wide = False
 
-    def __init__(self, stride=1, pad=0):
+    def __init__(self, stride=1, pad=0, relu=False):
         self.sy, self.sx = _pair(stride)
         self.ph, self.pw = _pair(pad)
+        self.relu = relu  # inference only: max(y, 0) on each chunk while it is in the cache
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()
@@ -239,9 +240,13 @@ class Convolution2DFast(function_node.FunctionNode):
             bb = None if b is None else b.astype(x.dtype, copy=False)[:, None]
             chunks = _chunks(n, k * ho * wo)
         sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
+        relu = self.relu
+        if relu and chainer.config.enable_backprop:
+            raise NotImplementedError('Convolution2DFast(relu=True) is for inference '
+                                      '(enable_backprop=False) only')
 
         def chunk(ae):
-            # One chunk on one core: im2col, GEMM, transposing write (+ bias).
+            # One chunk on one core: im2col, GEMM, transposing write (+ bias, + ReLU).
             a, e = ae
             if wide:
                 col = im2col_wide(x[a:e], kh, kw, ph, pw)
@@ -251,6 +256,8 @@ class Convolution2DFast(function_node.FunctionNode):
                 col = im2col_cn(x[a:e], kh, kw, sy, sx, ph, pw)
                 yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
                 _write_nchw(y[a:e].reshape(e - a, o, ho * wo), yc, bb)
+            if relu:
+                numpy.maximum(y[a:e], 0, out=y[a:e])
             return col
         cols = _parallel.map_tasks(chunk, chunks, y.size)
         if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():

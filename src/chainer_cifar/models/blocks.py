@@ -49,11 +49,12 @@ class ConvBN(chainer.Chain):
         self.activation = activation
 
     def forward(self, x):
-        h = self.conv(x)
         if hasattr(self, 'bn'):
             if self.activation is F.relu:
-                return self.bn(h, relu=True)  # BN + ReLU fused on the fast path
-            h = self.bn(h)
+                return L.conv_bn(self.conv, self.bn, x, relu=True)  # fused on the fast path
+            h = L.conv_bn(self.conv, self.bn, x)
+            return h if self.activation is None else self.activation(h)
+        h = self.conv(x)
         return h if self.activation is None else self.activation(h)
 
 
@@ -183,10 +184,10 @@ class ResidualBlock(ResidualBase):
         return super().shortcut(x)
 
     def branch(self, x):
-        h = self.bn1(self.conv1(x), relu=True)
+        h = L.conv_bn(self.conv1, self.bn1, x, relu=True)
         if self.dropout:
             h = F.dropout(h, self.dropout)
-        return self.bn2(self.conv2(h))
+        return L.conv_bn(self.conv2, self.bn2, h)
 
     def merge(self, h):
         return F.relu(h)
