@@ -96,3 +96,28 @@ def test_keep_freed_memory_can_be_turned_off_by_environment(monkeypatch):
     assert not _malloc.enabled_by_environment()
     monkeypatch.delenv('CHAINER_CIFAR_KEEP_MEMORY')
     assert _malloc.enabled_by_environment()
+
+
+def test_batch_norm_results_are_bitwise_equal_for_one_and_two_threads(restore_threads, monkeypatch):
+    from chainer_cifar.functions import batch_norm as bn
+    monkeypatch.setattr(bn, '_GROUP_ELEMENTS', 1 << 14)  # several groups per thread
+    rng = numpy.random.RandomState(1)
+    x = (rng.standard_normal((64, 8, 32, 32)) * 3 + 50).astype(numpy.float32)  # large mean
+    gamma = rng.uniform(0.5, 2, 8).astype(numpy.float32)
+    beta = rng.standard_normal(8).astype(numpy.float32)
+    gy = rng.standard_normal(x.shape).astype(numpy.float32)
+    assert len(bn._groups(x.reshape(64, 8, -1))) > 2
+    results = []
+    for n in (1, 2):
+        _parallel.set_num_threads(n)
+        xv, gv, bv = chainer.Variable(x), chainer.Variable(gamma), chainer.Variable(beta)
+        y = bn.batch_normalization(xv, gv, bv, relu=True)
+        y.grad = gy
+        y.backward()
+        results.append((y.array, xv.grad, gv.grad, bv.grad))
+    for one, two in zip(*results):
+        numpy.testing.assert_array_equal(one, two)
+    # and the statistics are right despite the large mean
+    import chainer.functions as F
+    y_ref = F.relu(F.batch_normalization(x, gamma, beta)).array
+    numpy.testing.assert_allclose(results[0][0], y_ref, rtol=1e-4, atol=1e-4)
