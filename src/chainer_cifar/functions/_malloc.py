@@ -5,9 +5,8 @@ A training step allocates and frees the same large arrays every iteration
 each). glibc serves buffers above its mmap threshold with fresh ``mmap``
 pages and unmaps them on free, and trims the heap's free top back to the
 kernel: every step then page-faults its whole working set in again. On the
-benchmark machine (a KVM guest) that was more than half of a convolution's
-time (ResNet-20's 16-channel 32x32 layer: 62 ms forward, 27 ms with the
-buffers kept; docs/performance.md).
+benchmark machine (a KVM guest) ResNet-20 training ran at 179 img/s with
+glibc's defaults and 197 with the buffers kept (docs/performance.md).
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``, so freed
 buffers are reused by the next step as PyTorch's caching allocator reuses
