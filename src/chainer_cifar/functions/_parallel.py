@@ -175,7 +175,11 @@ def run_chunks(fn, n, size_hint):
     if t <= 1:
         fn(0, n)
         return
-    ranges = split(n, t)
+    _run_shares(fn, split(n, t))
+
+
+def _run_shares(fn, ranges):
+    """``fn(start, stop)`` for every range: the first in this thread, the others on the pool."""
     share = _as_share(fn)
     pool = _get_pool()
     futures = [pool.submit(share, a, b) for a, b in ranges[1:]]
@@ -202,13 +206,7 @@ def map_tasks(fn, items, size_hint=None):
     def work(a, b):
         for i in range(a, b):
             out[i] = fn(items[i])
-    ranges = split(n, t)
-    share = _as_share(work)
-    pool = _get_pool()
-    futures = [pool.submit(share, a, b) for a, b in ranges[1:]]
-    share(*ranges[0])
-    for f in futures:
-        f.result()
+    _run_shares(work, split(n, t))
     return out
 
 
