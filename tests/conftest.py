@@ -85,7 +85,7 @@ def mini_dataset(mini_archive, tmp_path_factory):
 
 @pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
 def threads(request):
-    """Runs a fast-kernel test with the copy pool at 1 and at 2 threads."""
+    """Runs a fast-kernel test with the kernels' thread pool at 1 and at 2 threads."""
     from chainer_cifar.functions import _parallel
     old = _parallel.num_threads()
     _parallel.set_num_threads(request.param)

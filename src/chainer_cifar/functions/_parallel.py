@@ -7,11 +7,10 @@ NCHW, each chunk on one core), and the memory-bound passes of pooling and
 BatchNormalization split along the batch.
 
 With more than one thread this package owns the cores: OpenBLAS is set to one
-thread (NumPy's whole process), because its own worker threads would fight
-ours for the same cores, and keep spinning between GEMMs after they finish.
-The convolution's chunks and :func:`matmul`'s row blocks take their place.
-That is why OpenBLAS's count is changed only when it can be restored: the
-original count comes back with ``set_num_threads(1)``.
+thread (for NumPy's whole process), because its own worker threads would
+fight ours for the same cores, and keep spinning between GEMMs after they
+finish; the convolution's chunks, one GEMM each, take their place.
+``set_num_threads(1)`` gives OpenBLAS its original count back.
 
 The number of threads is ``CHAINER_CIFAR_THREADS`` if set, else the number of
 cores this process may use (``os.sched_getaffinity``), or 1 when NumPy's BLAS
@@ -208,6 +207,21 @@ def map_tasks(fn, items, size_hint=None):
             out[i] = fn(items[i])
     _run_shares(work, split(n, t))
     return out
+
+
+def sum_in_order(arrays, dtype=None):
+    """The sum of ``arrays`` added one after the other (into the first, or a new ``dtype`` array).
+
+    Per-piece results of :func:`map_tasks` summed this way do not depend on
+    the number of threads.
+    """
+    total = None
+    for a in arrays:
+        if total is None:
+            total = a.copy() if dtype is None else a.astype(dtype)
+        else:
+            total += a
+    return total
 
 
 def copyto(dst, src):

@@ -56,12 +56,9 @@ def _groups(x3):
 
 
 def _sum_groups(parts):
-    """Element-wise float64 sums of the tuples in ``parts``, in order."""
-    total = [numpy.zeros(p.shape, numpy.float64) for p in parts[0]]
-    for part in parts:
-        for t, p in zip(total, part):
-            t += p
-    return total
+    """The float64 sums, in group order, of each position of the tuples in ``parts``."""
+    return [_parallel.sum_in_order((part[i] for part in parts), numpy.float64)
+            for i in range(len(parts[0]))]
 
 
 class BatchNormalizationFast(function_node.FunctionNode):

@@ -320,8 +320,8 @@ class Convolution2DFast(function_node.FunctionNode):
             return gwt, gbc
         parts = _parallel.map_tasks(chunk, _chunks(n, k * ho * (wp if wide else wo)), gy.size)
         # Summed in chunk order: the same result for any number of threads.
-        gW = _sum_in_order(p[0] for p in parts) if 1 in indexes else None
-        gb = _sum_in_order(p[1] for p in parts) if 2 in indexes else None
+        gW = _parallel.sum_in_order(p[0] for p in parts) if 1 in indexes else None
+        gb = _parallel.sum_in_order(p[1] for p in parts) if 2 in indexes else None
         self.col = None
         ret = []
         if 0 in indexes:
@@ -332,16 +332,6 @@ class Convolution2DFast(function_node.FunctionNode):
         if 2 in indexes:
             ret.append(chainer.Variable(gb))
         return tuple(ret)
-
-
-def _sum_in_order(arrays):
-    total = None
-    for a in arrays:
-        if total is None:
-            total = a
-        else:
-            total += a
-    return total
 
 
 def _gemm_wcol(W, col):

@@ -49,12 +49,12 @@ class ConvBN(chainer.Chain):
         self.activation = activation
 
     def forward(self, x):
-        if hasattr(self, 'bn'):
-            if self.activation is F.relu:
-                return L.conv_bn(self.conv, self.bn, x, relu=True)  # fused on the fast path
+        if not hasattr(self, 'bn'):
+            h = self.conv(x)
+        elif self.activation is F.relu:
+            return L.conv_bn(self.conv, self.bn, x, relu=True)  # fused on the fast path
+        else:
             h = L.conv_bn(self.conv, self.bn, x)
-            return h if self.activation is None else self.activation(h)
-        h = self.conv(x)
         return h if self.activation is None else self.activation(h)
 
 
