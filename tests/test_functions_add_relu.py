@@ -21,8 +21,8 @@ def _away_from_kink(shape, dtype, seed):
     return a, b, rng
 
 
-@pytest.mark.parametrize('shape', SHAPES)
-def test_float32_matches_chainer_and_uses_one_node(shape):
+@pytest.mark.parametrize('shape', SHAPES + [()])
+def test_float32_matches_chainer_and_uses_one_node(shape, threads):
     a, b, rng = _away_from_kink(shape, numpy.float32, 0)
     gy = rng.standard_normal(shape).astype(numpy.float32)
     res = []
@@ -32,7 +32,10 @@ def test_float32_matches_chainer_and_uses_one_node(shape):
             y = add_relu(va, vb)
         assert (type(y.creator).__name__ == 'AddReLU') == fast
         y.grad = gy
-        y.backward()
+        y.backward(enable_double_backprop=True)  # keeps the gradient's creator to look at
+        if fast:  # the gradient is masked by one node, shared by both inputs
+            assert type(va.grad_var.creator).__name__ == 'MaskedGrad'
+            assert va.grad_var is vb.grad_var
         res.append((y.array, va.grad, vb.grad))
     for f, c in zip(*res):
         assert f.dtype == numpy.float32

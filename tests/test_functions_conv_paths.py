@@ -12,6 +12,7 @@ import numpy
 import pytest
 
 import chainer
+import chainer.functions as F
 
 import chainer_cifar.functions as CF
 from chainer_cifar.functions import convolution as conv
@@ -53,8 +54,7 @@ def _set_two_images_per_chunk(monkeypatch, case):
     ph, pw = p if isinstance(p, tuple) else (p, p)
     sy, sx = s if isinstance(s, tuple) else (s, s)
     ho, wo = conv.out_size(h, kh, sy, ph), conv.out_size(w, kw, sx, pw)
-    wp = w + 2 * pw
-    per_image = c * kh * kw * ho * max(wo, wp)
+    per_image = c * kh * kw * ho * max(wo, w + pw)
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 2 * per_image)
 
 
@@ -97,10 +97,13 @@ def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
 
 
 def test_wide_rows_are_used_for_resnet_and_cnn_layers_only_where_cheap():
-    assert conv._use_wide(1, 1, 32, 34) and conv._use_wide(1, 1, 16, 18)
-    assert conv._use_wide(1, 1, 32, 36)          # the CNN's 5x5 pad 2 at 32x32
-    assert not conv._use_wide(1, 1, 8, 10)       # 25 % more GEMM work: narrow columns
-    assert not conv._use_wide(2, 2, 16, 34)      # strided: narrow columns
+    # rows of W + pw elements (the padding between two rows is shared)
+    assert conv._use_wide(1, 1, 32, 33) and conv._use_wide(1, 1, 16, 17)
+    assert conv._use_wide(1, 1, 8, 9)            # ResNet's last stage: 12.5 % more GEMM columns
+    assert conv._use_wide(1, 1, 32, 34)          # the CNN's 5x5 pad 2 at 32x32
+    assert not conv._use_wide(1, 1, 4, 6)        # 50 % more GEMM work: narrow columns
+    assert not conv._use_wide(1, 1, 6, 5)        # pad >= kernel: more outputs than a row holds
+    assert not conv._use_wide(2, 2, 16, 17)      # strided: narrow columns
 
 
 def test_chunks_cover_the_batch_in_order():
@@ -110,3 +113,35 @@ def test_chunks_cover_the_batch_in_order():
     size = conv._CHUNK_ELEMENTS // 1000
     chunks = conv._chunks(128, 1000)
     assert chunks[0] == (0, min(128, size)) and chunks[-1][1] == 128
+
+
+@pytest.mark.parametrize('merge', ['plain', 'relu', 'residual', 'residual_relu'])
+@pytest.mark.parametrize('case', CASES)
+def test_inference_bias_residual_and_relu_in_every_mode(case, merge, mode, threads, monkeypatch):
+    # Without a graph the bias rides in the GEMM (a row of ones under the
+    # columns) and the residual and ReLU are applied as each chunk is written.
+    if mode == 'chunks_of_2_wide':
+        _set_two_images_per_chunk(monkeypatch, case)
+    rng = numpy.random.RandomState(5)
+    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    ref = F.convolution_2d(x, W, b, s, p).array
+    residual = rng.standard_normal(ref.shape).astype(numpy.float32) if 'residual' in merge else None
+    relu = 'relu' in merge
+    if residual is not None:
+        ref = ref + residual
+    if relu:
+        ref = numpy.maximum(ref, 0)
+    args = (x, W) if b is None else (x, W, b)
+    with chainer.no_backprop_mode():
+        y, = conv.Convolution2DFast(s, p, relu=relu, residual=residual).apply(args)
+    assert y.dtype == numpy.float32 and y.array.flags.c_contiguous
+    numpy.testing.assert_allclose(y.array, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_relu_and_residual_need_inference_and_a_matching_residual():
+    rng = numpy.random.RandomState(0)
+    x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
+    with pytest.raises(NotImplementedError, match='inference'):
+        conv.Convolution2DFast(s, p, relu=True).apply((x, W))
+    with chainer.no_backprop_mode(), pytest.raises(ValueError, match='residual'):
+        conv.Convolution2DFast(s, p, residual=numpy.zeros((1, 1), numpy.float32)).apply((x, W))

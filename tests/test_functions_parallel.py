@@ -13,8 +13,12 @@ from chainer_cifar.functions import convolution as conv
 @pytest.fixture
 def restore_threads():
     old = _parallel.num_threads()
+    blas, saved = _parallel.blas_threads(), _parallel._blas_saved
     yield
     _parallel.set_num_threads(old)
+    if blas is not None:
+        _parallel.set_blas_threads(blas)
+    _parallel._blas_saved = saved
 
 
 def test_map_tasks_keeps_item_order_and_runs_nested_work_inline(restore_threads):
@@ -75,6 +79,7 @@ def test_convolution_results_are_bitwise_equal_for_one_and_two_threads(restore_t
     results = []
     for n in (1, 2):
         _parallel.set_num_threads(n)
+        _parallel.set_blas_threads(1)  # OpenBLAS's own threads may round differently
         xv, Wv, bv = chainer.Variable(x), chainer.Variable(W), chainer.Variable(b)
         y = conv.convolution_2d(xv, Wv, bv, 1, 1)
         y.grad = gy

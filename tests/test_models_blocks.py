@@ -46,9 +46,9 @@ def _count_branch_calls(block):
     calls = []
     original = block.branch
 
-    def counting(x):
+    def counting(x, *args, **kwargs):
         calls.append(1)
-        return original(x)
+        return original(x, *args, **kwargs)
     block.branch = counting
     return calls
 

@@ -120,11 +120,19 @@ def _randomize_batch_norm(model, rng):
             link.beta.array[...] = rng.standard_normal(c)
 
 
-@pytest.mark.parametrize('name', ['resnet20', 'cnnbn', 'vgg'])
+FOLDED = {
+    'resnet20': {}, 'cnnbn': {}, 'vgg': {},
+    # conv biases, and the test-time scaling 1 - p of stochastic depth folded too
+    'residual': {'res_depth': 2, 'skip_depth': True},
+    'resnet20_v1_dropout': {},  # projection shortcuts (a convolution with bias)
+}
+
+
+@pytest.mark.parametrize('name', sorted(FOLDED))
 def test_inference_folds_batch_norm_into_the_convolution_with_the_same_outputs(name):
     rng = numpy.random.RandomState(0)
     x = rng.standard_normal((3, 3, 32, 32)).astype(numpy.float32)
-    model = create_model(name)
+    model = create_model(name, **FOLDED[name])
     _randomize_batch_norm(model, rng)
     hook = _Applied()
     with chainer.using_config('train', False):
@@ -134,6 +142,7 @@ def test_inference_folds_batch_norm_into_the_convolution_with_the_same_outputs(n
         with chainer.using_config('use_fast_kernels', False), chainer.no_backprop_mode():
             y_stock = model(x).array
     assert 'FixedBatchNormalizationFast' not in hook.names
+    assert 'AddReLU' not in hook.names  # residual blocks merge inside their last convolution
     assert 'FixedBatchNormalizationFast' in creator_classes(y_graph)
     atol = 1e-5 * float(numpy.abs(y_stock).max())  # float32 rounding, at the outputs' scale
     numpy.testing.assert_allclose(y_folded, y_graph.array, rtol=1e-4, atol=atol)

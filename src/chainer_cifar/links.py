@@ -90,18 +90,26 @@ class BatchNormalization(_L.BatchNormalization):
         return F.relu(y) if relu else y
 
 
-def conv_bn(conv, bn, x, relu=False):
+def conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
     """``bn(conv(x))``, or ``relu(bn(conv(x)))`` with ``relu=True``.
 
+    ``residual`` (optional, the output's shape) and ``scale_all`` make it
+    ``relu?(scale_all * bn(conv(x)) + residual)``: a ResNet block's merge.
+
     In inference without a graph (``train`` and ``enable_backprop`` both
-    off) on the fast path, the BatchNormalization is folded into the
-    convolution: ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with
-    ``s = gamma / sqrt(var + eps)``, and the ReLU is applied to each chunk of
-    the output as it is written, so the separate pass over the activations
-    disappears. Everywhere else it is exactly ``bn(conv(x), relu=relu)``.
+    off) on the fast path, the BatchNormalization (and ``scale_all``) is folded
+    into the convolution: ``W' = W * s`` and ``b' = (b - mean) * s + beta``
+    with ``s = gamma / sqrt(var + eps)``, and the residual and the ReLU are
+    applied to each chunk of the output as it is written, so the separate
+    passes over the activations disappear. Everywhere else it is the
+    composition of Chainer functions it describes.
     """
+    if residual is not None:
+        residual = chainer.as_variable(residual)
     if (not configuration.config.train and not configuration.config.enable_backprop
-            and _foldable(conv, bn, x)):
+            and _foldable(conv, bn, x)
+            and (residual is None or (residual.shape[0] == x.shape[0]
+                                      and use_fast(residual) and residual.dtype == conv.W.dtype))):
         W = conv.W.array
         dt = W.dtype
         scale = numpy.reciprocal(numpy.sqrt(bn.avg_var.astype(dt) + dt.type(bn.eps)))
@@ -112,10 +120,22 @@ def conv_bn(conv, bn, x, relu=False):
             shift += conv.b.array * scale
         if bn.beta is not None:
             shift += bn.beta.array
+        if scale_all != 1.0:
+            scale *= dt.type(scale_all)
+            shift *= dt.type(scale_all)
         W2 = W * scale.reshape(-1, 1, 1, 1)
-        y, = _conv.Convolution2DFast(conv.stride, conv.pad, relu=relu).apply((x, W2, shift))
+        node = _conv.Convolution2DFast(conv.stride, conv.pad, relu=relu,
+                                       residual=None if residual is None else residual.array)
+        y, = node.apply((x, W2, shift))
         return y
-    return bn(conv(x), relu=relu)
+    if residual is None and scale_all == 1.0:
+        return bn(conv(x), relu=relu)
+    h = bn(conv(x))
+    if scale_all != 1.0:
+        h = h * scale_all
+    if residual is not None:
+        h = h + residual
+    return F.relu(h) if relu else h
 
 
 def _foldable(conv, bn, x):

@@ -16,7 +16,10 @@ The number of threads is ``CHAINER_CIFAR_THREADS`` if set, else the number of
 cores this process may use (``os.sched_getaffinity``), or 1 when NumPy's BLAS
 cannot be set to one thread (not OpenBLAS). ``set_num_threads(n)`` changes it
 at run time. Results never depend on it: the work is cut into the same pieces
-and summed in the same order whatever the number of threads.
+and summed in the same order whatever the number of threads. (One caveat:
+with one thread OpenBLAS gets its own threads back, and its threaded GEMM
+may round the last bit of some outputs differently from a single-threaded
+one; with OpenBLAS held at one thread, results are bitwise equal.)
 """
 import ctypes
 import os

@@ -1,9 +1,10 @@
 """``relu(a + b)`` in one node: the residual merge of a ResNet basic block.
 
 Chainer's ``F.relu(h + s)`` is two nodes and two output arrays; here one pass
-writes the sum and clamps it in place, and backward masks ``gy`` once and
-hands the same gradient to both inputs. The backward is built from a
-constant mask times ``gy``, so double backpropagation works. CuPy /
+writes the sum and clamps it in place, and backward masks ``gy`` in one pass
+(:class:`MaskedGrad`) and hands the same gradient to both inputs. Both passes
+are split along the batch across the threads. ``MaskedGrad`` is linear in
+``gy`` with a constant mask, so double backpropagation works. CuPy /
 ChainerX arrays and ``use_fast_kernels=False`` use ``F.relu(a + b)``.
 """
 import numpy
@@ -13,6 +14,7 @@ import chainer.functions as F
 from chainer import function_node
 from chainer.utils import type_check
 
+from chainer_cifar.functions import _parallel
 from chainer_cifar.functions._config import use_fast
 
 
@@ -25,16 +27,45 @@ class AddReLU(function_node.FunctionNode):
 
     def forward_cpu(self, inputs):
         a, b = inputs
-        y = numpy.add(a, b)
-        numpy.maximum(y, 0, out=y)
+        y = numpy.empty(a.shape, dtype=a.dtype)
+        a1, b1, y1 = _batched(a, b, y)
+
+        def work(i, j):
+            numpy.add(a1[i:j], b1[i:j], out=y1[i:j])
+            numpy.maximum(y1[i:j], 0, out=y1[i:j])
+        _parallel.run_chunks(work, len(y1), y.size)
         self.retain_outputs((0,))
         return y,
 
     def backward(self, indexes, grad_outputs):
         y, = self.get_retained_outputs()
-        gy, = grad_outputs
-        g = gy * (y.array > 0).astype(gy.dtype)
+        g, = MaskedGrad(y.array > 0).apply(grad_outputs)
         return tuple(g for _ in indexes)
+
+
+class MaskedGrad(function_node.FunctionNode):
+    """``gy * mask`` (zero where the ReLU was off), in one pass; its own adjoint."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def forward_cpu(self, inputs):
+        gy, = inputs
+        g = numpy.empty(gy.shape, dtype=gy.dtype)
+        gy1, m1, g1 = _batched(gy, self.mask, g)
+
+        def work(i, j):
+            numpy.multiply(gy1[i:j], m1[i:j], out=g1[i:j])
+        _parallel.run_chunks(work, len(g1), g.size)
+        return g,
+
+    def backward(self, indexes, grad_outputs):
+        return MaskedGrad(self.mask).apply(grad_outputs)
+
+
+def _batched(*arrays):
+    """Views with a leading axis to split across the threads (0-d arrays get one of length 1)."""
+    return [a if a.ndim else a[None] for a in arrays]
 
 
 def add_relu(a, b):

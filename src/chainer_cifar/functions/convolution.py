@@ -79,42 +79,98 @@ def _pad_into(xp, x, ph, pw):
     _parallel.copyto(xp[:, :, ph:ph + h, pw:pw + w], x)
 
 
-def im2col_cn(x, kh, kw, sy, sx, ph, pw):
-    """Columns of ``x`` (N, C, H, W) as a contiguous ``(C, kh, kw, N, Ho, Wo)`` array."""
+def im2col_cn(x, kh, kw, sy, sx, ph, pw, ones=False):
+    """Columns of ``x`` (N, C, H, W) as a contiguous ``(C, kh, kw, N, Ho, Wo)`` array.
+
+    ``ones=True``: followed in memory by a row of ones (see :func:`_new_columns`).
+    """
     n, c, h, w = x.shape
     ho, wo = out_size(h, kh, sy, ph), out_size(w, kw, sx, pw)
     xp = pad_nchw(x, ph, pw)
     s0, s1, s2, s3 = xp.strides
     view = as_strided(xp, (c, kh, kw, n, ho, wo), (s1, s2, s3, s0, s2 * sy, s3 * sx), writeable=False)
-    col = numpy.empty(view.shape, dtype=x.dtype)
+    col = _new_columns(view.shape, x.dtype, ones)
     _parallel.copyto(col, view)
     return col
 
 
-def im2col_wide(x, kh, kw, ph, pw):
-    """Stride-1 columns in "wide rows": a contiguous ``(C, kh, kw, N, Ho*Wp)`` array.
+def _new_columns(shape, dtype, ones):
+    """An empty contiguous column array; with ``ones``, one more row of ones after it in memory.
 
-    Each tap ``(i, j)`` of image ``n`` and channel ``c`` is the contiguous run
-    of ``Ho*Wp`` elements of the flattened zero-padded image starting at
-    ``i*Wp + j``: the GEMM then computes ``Wp`` outputs per row, of which the
-    last ``Wp - Wo`` are discarded. Long contiguous runs make this copy much
-    cheaper than the ``Wo``-long runs of :func:`im2col_cn`, for ``Wp/Wo`` more
-    GEMM columns. The padded buffer has ``kw - 1`` extra zeros at its end, read
-    only by discarded outputs of the last row.
+    The GEMM then reads ``(K+1, L)`` rows and a weight matrix with the bias as
+    its last column adds the bias for free (inference), so the write to NCHW
+    is a plain copy that can apply the ReLU on the way.
+    """
+    size = int(numpy.prod(shape))
+    if not ones:
+        return numpy.empty(shape, dtype=dtype)
+    buf = numpy.empty(size + size // (shape[0] * shape[1] * shape[2]), dtype=dtype)
+    buf[size:] = 1
+    return buf[:size].reshape(shape)
+
+
+def _rows(col, k, ones):
+    """``col`` as its ``(K, L)`` matrix, or ``(K+1, L)`` with the row of ones after it."""
+    if not ones:
+        return col.reshape(k, -1)
+    base = col.base  # the buffer of _new_columns (NumPy keeps the owner as a view's base)
+    assert base is not None and base.size == col.size + col.size // k
+    return base.reshape(k + 1, -1)
+
+
+def _shared_pad(x4, ph, pw, kw):
+    """``x4`` (A, B, h, w) zero-padded into "shared-pad wide rows"; returns the flat buffer.
+
+    Each ``(a, b)`` block is ``h + 2*ph`` rows of ``Wq = w + pw`` elements: the
+    data, then ``pw`` zeros that are the right padding of their row *and* the
+    left padding of the next one (and of the first row, through ``pw`` zeros
+    in front of the buffer). The buffer ends with ``kw`` zeros, read only by
+    discarded outputs. A tap ``(i, j)`` of an output ``t = y*Wq + x`` of a
+    block starting at ``s`` in the buffer is then element ``s + t + i*Wq + j``:
+    one constant stride per axis, so the columns are a strided view.
+    """
+    a, b, h, w = x4.shape
+    hp, wq = h + 2 * ph, w + pw
+    size = a * b * hp * wq
+    buf = numpy.empty(pw + size + kw, dtype=x4.dtype)
+    buf[:pw] = 0
+    buf[pw + size:] = 0
+    b4 = buf[pw:pw + size].reshape(a, b, hp, wq)
+    if ph:
+        b4[:, :, :ph] = 0
+        b4[:, :, ph + h:] = 0
+    if pw:
+        b4[:, :, ph:ph + h, w:] = 0
+    _parallel.copyto(b4[:, :, ph:ph + h, :w], x4)
+    return buf
+
+
+def _wide_columns(buf, chan_stride, image_stride, count, kh, kw, ho, wq, ones=False):
+    """The ``(C, kh, kw, N, Ho*Wq)`` columns of a :func:`_shared_pad` buffer, copied contiguous."""
+    e = buf.itemsize
+    c, n = count
+    view = as_strided(buf, (c, kh, kw, n, ho * wq),
+                      (chan_stride * e, wq * e, e, image_stride * e, e), writeable=False)
+    col = _new_columns(view.shape, buf.dtype, ones)
+    _parallel.copyto(col, view)
+    return col
+
+
+def im2col_wide(x, kh, kw, ph, pw, ones=False):
+    """Stride-1 columns in "wide rows": a contiguous ``(C, kh, kw, N, Ho*Wq)`` array, ``Wq = W + pw``.
+
+    Each tap ``(i, j)`` of image ``n`` and channel ``c`` is a contiguous run
+    of ``Ho*Wq`` elements of the :func:`_shared_pad` buffer: the GEMM then
+    computes ``Wq`` outputs per row, of which the last ``Wq - Wo`` are
+    discarded. Long contiguous runs make this copy much cheaper than the
+    ``Wo``-long runs of :func:`im2col_cn`, for ``Wq/Wo`` more GEMM columns
+    (one more per row for a 3x3 kernel with pad 1: the zero between two rows
+    pads both).
     """
     n, c, h, w = x.shape
-    hp, wp = h + 2 * ph, w + 2 * pw
-    ho = hp - kh + 1
-    size = n * c * hp * wp
-    buf = numpy.empty(size + kw, dtype=x.dtype)
-    buf[size:] = 0
-    _pad_into(buf[:size].reshape(n, c, hp, wp), x, ph, pw)
-    e = buf.itemsize
-    view = as_strided(buf, (c, kh, kw, n, ho * wp), (hp * wp * e, wp * e, e, c * hp * wp * e, e),
-                      writeable=False)
-    col = numpy.empty(view.shape, dtype=x.dtype)
-    _parallel.copyto(col, view)
-    return col
+    hp, wq = h + 2 * ph, w + pw
+    buf = _shared_pad(x, ph, pw, kw)
+    return _wide_columns(buf, hp * wq, c * hp * wq, (c, n), kh, kw, hp - kh + 1, wq, ones)
 
 
 def col2im_cn(gcol, sy, sx, ph, pw, h, w):
@@ -149,8 +205,9 @@ _WIDE_MAX_RATIO = 1.2
 _CHUNK_GROUP = 4
 
 
-def _use_wide(sy, sx, wo, wp):
-    return (sy, sx) == (1, 1) and wp <= _WIDE_MAX_RATIO * wo
+def _use_wide(sy, sx, wo, wq):
+    """Wide rows of ``wq`` elements for ``wo`` outputs (``wq = W + pw``, see :func:`_shared_pad`)."""
+    return (sy, sx) == (1, 1) and wo <= wq <= _WIDE_MAX_RATIO * wo
 
 
 def _chunks(n, per_image):
@@ -168,15 +225,24 @@ def _chunks(n, per_image):
     return _parallel.split(n, count)
 
 
-def _write_nchw(dst, y_ocn, bb):
-    """``dst`` (n, O, ...) = ``y_ocn`` (O, n, ...) transposed, plus bias ``bb`` (O, 1, ...) if given."""
+def _write_nchw(dst, y_ocn, bb, residual=None, relu=False):
+    """``dst`` (n, O, ...) = ``y_ocn`` (O, n, ...) transposed [+ bias ``bb`` (O, 1, ...)]
+    [+ ``residual`` (n, O, ...)], then [max(., 0)]: as few passes as the options allow."""
     src = y_ocn.swapaxes(0, 1)
-    if bb is None:
-        _parallel.copyto(dst, src)
-        return
 
     def work(a, c):
-        numpy.add(src[a:c], bb, out=dst[a:c])
+        d = dst[a:c]
+        first = bb if bb is not None else (None if residual is None else residual[a:c])
+        if first is not None:
+            numpy.add(src[a:c], first, out=d)
+            if bb is not None and residual is not None:
+                d += residual[a:c]
+            if relu:
+                numpy.maximum(d, 0, out=d)
+        elif relu:
+            numpy.maximum(src[a:c], 0, out=d)
+        else:
+            numpy.copyto(d, src[a:c])
     _parallel.run_chunks(work, dst.shape[0], dst.size)
 
 
@@ -200,10 +266,15 @@ class Convolution2DFast(function_node.FunctionNode):
     col = None
     wide = False
 
-    def __init__(self, stride=1, pad=0, relu=False):
+    def __init__(self, stride=1, pad=0, relu=False, residual=None):
         self.sy, self.sx = _pair(stride)
         self.ph, self.pw = _pair(pad)
-        self.relu = relu  # inference only: max(y, 0) on each chunk while it is in the cache
+        # Inference only (no graph): ``residual`` (an array of the output's
+        # shape) is added to each chunk, then ``relu`` takes max(y, 0), while
+        # the chunk is in the cache: a ResNet block's relu(h + s) without a
+        # pass of its own.
+        self.relu = relu
+        self.residual = residual
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()
@@ -230,34 +301,43 @@ class Convolution2DFast(function_node.FunctionNode):
         self.x_shape = x.shape
         k = c * kh * kw
         W2 = W.reshape(o, k)
+        # Without a graph, the bias is the GEMM's last weight column, against a
+        # row of ones under the columns (see _new_columns).
+        ones = b is not None and not chainer.config.enable_backprop
+        if ones:
+            W2 = numpy.concatenate([W2, b.astype(W2.dtype, copy=False)[:, None]], axis=1)
+            b = None
         y = numpy.empty((n, o, ho, wo), dtype=x.dtype)
-        wp = w + 2 * self.pw
-        self.wide = wide = _use_wide(self.sy, self.sx, wo, wp)
+        wq = w + self.pw
+        self.wide = wide = _use_wide(self.sy, self.sx, wo, wq)
         if wide:
             bb = None if b is None else b.astype(x.dtype, copy=False)[:, None, None]
-            chunks = _chunks(n, k * ho * wp)
+            chunks = _chunks(n, k * ho * wq)
         else:
             bb = None if b is None else b.astype(x.dtype, copy=False)[:, None]
             chunks = _chunks(n, k * ho * wo)
         sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
-        relu = self.relu
-        if relu and chainer.config.enable_backprop:
-            raise NotImplementedError('Convolution2DFast(relu=True) is for inference '
+        relu, residual = self.relu, self.residual
+        if (relu or residual is not None) and chainer.config.enable_backprop:
+            raise NotImplementedError('Convolution2DFast(relu=True or residual=...) is for inference '
                                       '(enable_backprop=False) only')
+        if residual is not None and (residual.shape != y.shape or residual.dtype != y.dtype):
+            raise ValueError('residual of shape {} {} does not match the output {} {}'.format(
+                residual.shape, residual.dtype, y.shape, y.dtype))
 
         def chunk(ae):
-            # One chunk on one core: im2col, GEMM, transposing write (+ bias, + ReLU).
+            # One chunk on one core: im2col, GEMM, transposing write (+ bias, + residual, + ReLU).
             a, e = ae
+            res = None if residual is None else residual[a:e]
             if wide:
-                col = im2col_wide(x[a:e], kh, kw, ph, pw)
-                yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho, wp)[:, :, :, :wo]
-                _write_nchw(y[a:e], yc, bb)
+                col = im2col_wide(x[a:e], kh, kw, ph, pw, ones)
+                yc = _gemm_wcol(W2, _rows(col, k, ones)).reshape(o, e - a, ho, wq)[:, :, :, :wo]
+                _write_nchw(y[a:e], yc, bb, res, relu)
             else:
-                col = im2col_cn(x[a:e], kh, kw, sy, sx, ph, pw)
-                yc = _gemm_wcol(W2, col.reshape(k, -1)).reshape(o, e - a, ho * wo)
-                _write_nchw(y[a:e].reshape(e - a, o, ho * wo), yc, bb)
-            if relu:
-                numpy.maximum(y[a:e], 0, out=y[a:e])
+                col = im2col_cn(x[a:e], kh, kw, sy, sx, ph, pw, ones)
+                yc = _gemm_wcol(W2, _rows(col, k, ones)).reshape(o, e - a, ho * wo)
+                flat = (e - a, o, ho * wo)
+                _write_nchw(y[a:e].reshape(flat), yc, bb, None if res is None else res.reshape(flat), relu)
             return col
         cols = _parallel.map_tasks(chunk, chunks, y.size)
         if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():
@@ -282,7 +362,7 @@ class Convolution2DFast(function_node.FunctionNode):
         wf = _flipped(Wa) if 0 in indexes and stride1 else None
         gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
         wide = self.wide
-        wp = w + 2 * self.pw
+        wq = w + self.pw
         sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
         kept = self.col
 
@@ -292,7 +372,7 @@ class Convolution2DFast(function_node.FunctionNode):
             m = e - a
             if wide:
                 # gy in the wide-row layout of the columns, zero in the discarded columns
-                gyw = numpy.empty((o, m, ho, wp), dtype=gy.dtype)
+                gyw = numpy.empty((o, m, ho, wq), dtype=gy.dtype)
                 gyw[:, :, :, wo:] = 0
                 _parallel.copyto(gyw[:, :, :, :wo], gy[a:e].swapaxes(0, 1))
                 gy2 = gyw.reshape(o, -1)
@@ -318,7 +398,7 @@ class Convolution2DFast(function_node.FunctionNode):
             if 2 in indexes:
                 gbc = gy2.sum(axis=1)
             return gwt, gbc
-        parts = _parallel.map_tasks(chunk, _chunks(n, k * ho * (wp if wide else wo)), gy.size)
+        parts = _parallel.map_tasks(chunk, _chunks(n, k * ho * (wq if wide else wo)), gy.size)
         # Summed in chunk order: the same result for any number of threads.
         gW = _parallel.sum_in_order(p[0] for p in parts) if 1 in indexes else None
         gb = _parallel.sum_in_order(p[1] for p in parts) if 2 in indexes else None
@@ -365,22 +445,20 @@ def _grad_x_stride1(gy_ocn, W, ph, pw, wf=None, out=None):
     o, n, ho, wo = gy_ocn.shape
     _, c, kh, kw = W.shape
     qh, qw = kh - 1 - ph, kw - 1 - pw
-    hg, wg = ho + 2 * qh, wo + 2 * qw
-    h, w = hg - kh + 1, wg - kw + 1
-    wide = _use_wide(1, 1, w, wg)  # wide rows, as im2col_wide (kw zeros after the buffer)
-    size = o * n * hg * wg
-    buf = numpy.zeros(size + (kw if wide else 0), dtype=gy_ocn.dtype)
-    gp = buf[:size].reshape(o, n, hg, wg)
-    _parallel.copyto(gp[:, :, qh:qh + ho, qw:qw + wo], gy_ocn)
-    e = buf.itemsize
+    hg = ho + 2 * qh
+    h, w = hg - kh + 1, wo + 2 * qw - kw + 1
+    wg = wo + qw  # wide rows of the shared-pad buffer, as im2col_wide
+    wide = _use_wide(1, 1, w, wg)
     if wide:
-        view = as_strided(buf, (o, kh, kw, n, h * wg), (n * hg * wg * e, wg * e, e, hg * wg * e, e),
-                          writeable=False)
+        buf = _shared_pad(gy_ocn, qh, qw, kw)  # blocks in (O, N) order
+        col = _wide_columns(buf, n * hg * wg, hg * wg, (o, n), kh, kw, h, wg)
     else:
+        gp = numpy.zeros((o, n, hg, wo + 2 * qw), dtype=gy_ocn.dtype)
+        _parallel.copyto(gp[:, :, qh:qh + ho, qw:qw + wo], gy_ocn)
         s0, s1, s2, s3 = gp.strides
         view = as_strided(gp, (o, kh, kw, n, h, w), (s0, s2, s3, s1, s2, s3), writeable=False)
-    col = numpy.empty(view.shape, dtype=gp.dtype)
-    _parallel.copyto(col, view)
+        col = numpy.empty(view.shape, dtype=gp.dtype)
+        _parallel.copyto(col, view)
     if wf is None:
         wf = _flipped(W)
     g = _gemm_wcol(wf, col.reshape(o * kh * kw, -1))

@@ -183,11 +183,14 @@ class ResidualBlock(ResidualBase):
             return self.projection(x)
         return super().shortcut(x)
 
-    def branch(self, x):
+    def branch(self, x, residual=None, scale_all=1.0):
+        """conv-BN-ReLU-conv-BN; with ``residual``: ``relu(scale_all * branch(x) + residual)``."""
         h = L.conv_bn(self.conv1, self.bn1, x, relu=True)
         if self.dropout:
             h = F.dropout(h, self.dropout)
-        return L.conv_bn(self.conv2, self.bn2, h)
+        if residual is None:
+            return L.conv_bn(self.conv2, self.bn2, h)
+        return L.conv_bn(self.conv2, self.bn2, h, relu=True, residual=residual, scale_all=scale_all)
 
     def merge(self, h):
         return F.relu(h)
@@ -198,6 +201,10 @@ class ResidualBlock(ResidualBase):
     def forward(self, x):
         if self.shortcut_kind is None:
             return F.relu(self.branch(x))
+        if not (chainer.config.train or chainer.config.enable_backprop or self.swapout):
+            # Inference without a graph: the merge relu(scale * h + s) goes into the
+            # last convolution, whose chunks add the shortcut and clamp as they are written.
+            return self.branch(x, residual=self.shortcut(x), scale_all=1.0 - self.skip_ratio)
         return super().forward(x)
 
 
