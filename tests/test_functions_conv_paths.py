@@ -145,3 +145,41 @@ def test_relu_and_residual_need_inference_and_a_matching_residual():
         conv.Convolution2DFast(s, p, relu=True).apply((x, W))
     with chainer.no_backprop_mode(), pytest.raises(ValueError, match='residual'):
         conv.Convolution2DFast(s, p, residual=numpy.zeros((1, 1), numpy.float32)).apply((x, W))
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_input_used_twice_accumulates_both_gradients_inside_the_convolution(case, mode, monkeypatch):
+    # x feeds the convolution and a second path (as a ResNet block's input
+    # feeds its shortcut): backward_accumulate adds the other path's gradient
+    # while writing gx, and must give what Chainer's separate addition gives.
+    if mode == 'chunks_of_2_wide':
+        _set_two_images_per_chunk(monkeypatch, case)
+    rng = numpy.random.RandomState(7)
+    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    gy = rng.standard_normal(F.convolution_2d(x, W, b, s, p).shape).astype(numpy.float32)
+    twice = rng.standard_normal(x.shape).astype(numpy.float32)
+
+    def grads(conv2d, other_path_first):
+        xv, Wv = chainer.Variable(x), chainer.Variable(W)
+        y = conv2d(xv, Wv, b, s, p)
+        terms = [F.sum(y * gy), F.sum(xv * twice)]  # x's gradient: conv path + twice
+        loss = terms[1] + terms[0] if other_path_first else terms[0] + terms[1]
+        hook = _Applied()
+        with hook:
+            loss.backward()
+        return (xv.grad, Wv.grad), hook.names
+    stock, _ = grads(F.convolution_2d, False)
+    for other_path_first in (False, True):  # Chainer's backward visits the two paths in this order
+        fast, applied = grads(CF.convolution_2d, other_path_first)
+        for a, r in zip(fast, stock):
+            numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+        if other_path_first:
+            assert 'Add' not in applied  # added inside the convolution's backward
+
+
+class _Applied(chainer.FunctionHook):
+    def __init__(self):
+        self.names = []
+
+    def forward_preprocess(self, function, in_data):
+        self.names.append(type(function).__name__)
