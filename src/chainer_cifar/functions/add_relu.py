@@ -15,6 +15,7 @@ from chainer import function_node
 from chainer.utils import type_check
 
 from chainer_cifar.functions import _parallel
+from chainer_cifar.functions._elementwise import relu_
 from chainer_cifar.functions._config import use_fast
 
 
@@ -32,7 +33,7 @@ class AddReLU(function_node.FunctionNode):
 
         def work(i, j):
             numpy.add(a1[i:j], b1[i:j], out=y1[i:j])
-            numpy.maximum(y1[i:j], 0, out=y1[i:j])
+            relu_(y1[i:j])
         _parallel.run_chunks(work, len(y1), y.size)
         self.retain_outputs((0,))
         return y,

@@ -33,6 +33,7 @@ from chainer import function_node
 from chainer.utils import type_check
 
 from chainer_cifar.functions import _parallel
+from chainer_cifar.functions._elementwise import channel_sums, relu_
 from chainer_cifar.functions._config import use_fast
 
 
@@ -94,8 +95,7 @@ class BatchNormalizationFast(function_node.FunctionNode):
         k3 = k.astype(dt)[:, None]
 
         def stats(ab):
-            d = numpy.subtract(x3[ab[0]:ab[1]], k3, dtype=dt)
-            return d.sum(axis=2).sum(axis=0), numpy.einsum('ncr,ncr->c', d, d)
+            return channel_sums(numpy.subtract(x3[ab[0]:ab[1]], k3, dtype=dt))
         s1, s2 = _sum_groups(_parallel.map_tasks(stats, groups, x3.size))
         shift_mean = s1 / m
         mean64 = k + shift_mean
@@ -120,7 +120,7 @@ class BatchNormalizationFast(function_node.FunctionNode):
             numpy.multiply(xca, scale, out=ya, casting='same_kind')
             ya += shift
             if relu:
-                numpy.maximum(ya, 0, out=ya)
+                relu_(ya)
         _parallel.map_tasks(normalize, groups, x3.size)
         if relu:
             self.retain_outputs((0,))
@@ -156,8 +156,7 @@ class BatchNormalizationFast(function_node.FunctionNode):
             a, b = ab
             if self.relu:
                 numpy.multiply(g3[a:b], y3[a:b] > 0, out=gr[a:b])
-            g = gr[a:b]
-            return g.sum(axis=2).sum(axis=0), numpy.einsum('ncr,ncr->c', g, xc[a:b])
+            return channel_sums(gr[a:b], xc[a:b])
         gbeta, gxc = _sum_groups(_parallel.map_tasks(sums, groups, g3.size))
         gbeta = gbeta.astype(dt)
         ggamma = gxc.astype(dt) * self.inv_std
@@ -212,7 +211,7 @@ class FixedBatchNormalizationFast(function_node.FunctionNode):
             numpy.multiply(x3[a:b], s3, out=y[a:b])
             y[a:b] += t3
             if relu:
-                numpy.maximum(y[a:b], 0, out=y[a:b])
+                relu_(y[a:b])
         _parallel.run_chunks(work, x3.shape[0], x3.size)
         return y.reshape(x.shape),
 

@@ -39,6 +39,7 @@ from chainer.functions.connection import convolution_2d as _chainer_conv
 from chainer.utils import type_check
 
 from chainer_cifar.functions import _parallel
+from chainer_cifar.functions._elementwise import relu_
 from chainer_cifar.functions._config import use_fast
 
 
@@ -238,12 +239,10 @@ def _write_nchw(dst, y_ocn, bb, residual=None, relu=False):
             numpy.add(src[a:c], first, out=d)
             if bb is not None and residual is not None:
                 d += residual[a:c]
-            if relu:
-                numpy.maximum(d, 0, out=d)
-        elif relu:
-            numpy.maximum(src[a:c], 0, out=d)
         else:
             numpy.copyto(d, src[a:c])
+        if relu:
+            relu_(d)  # in place on the contiguous result: faster than max(src, 0) on the way
     _parallel.run_chunks(work, dst.shape[0], dst.size)
 
 
