@@ -2,7 +2,7 @@
 
 ``Convolution2DFast`` processes the batch in chunks (``_CHUNK_ELEMENTS``) and
 uses wide-row im2col for stride-1 layers whose padded width is close to the
-output width (``_WIDE_MAX_RATIO``). Here both knobs are forced on and off so
+output width (``_WIDE_EXTRA``). Here both knobs are forced on and off so
 that each combination runs on the small shapes of ``CONV_CASES`` (and a few
 more): float32 outputs and gradients equal to Chainer's within tolerance,
 ``gradient_check`` in float64, and the columns kept from forward (one chunk)
@@ -29,7 +29,7 @@ EXTRA_CASES = [
 CASES = CONV_CASES + EXTRA_CASES
 
 MODES = {
-    # name: (_CHUNK_ELEMENTS, _WIDE_MAX_RATIO)
+    # name: (_CHUNK_ELEMENTS, _WIDE_EXTRA)
     'one_chunk_narrow': (1 << 30, 0.0),
     'one_chunk_wide': (1 << 30, 100.0),
     'per_image_narrow': (1, 0.0),
@@ -44,7 +44,7 @@ def mode(request, monkeypatch):
     if chunk is None:
         chunk = 2  # images per chunk, set per case below through _chunk_for
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', chunk)
-    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', ratio)
+    monkeypatch.setattr(conv, '_WIDE_EXTRA', ratio)
     return request.param
 
 
@@ -75,13 +75,13 @@ def test_gradient_check_float64_in_every_mode(case, mode, monkeypatch):
 @pytest.mark.parametrize('case', [CONV_CASES[0], EXTRA_CASES[0], EXTRA_CASES[1]])
 def test_double_backward_float64_wide_and_chunked(case, monkeypatch):
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 1)
-    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', 100.0)
+    monkeypatch.setattr(conv, '_WIDE_EXTRA', 100.0)
     check_convolution_double_backward(case)
 
 
 @pytest.mark.parametrize('wide', [False, True])
 def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
-    monkeypatch.setattr(conv, '_WIDE_MAX_RATIO', 100.0 if wide else 0.0)
+    monkeypatch.setattr(conv, '_WIDE_EXTRA', 100.0 if wide else 0.0)
     rng = numpy.random.RandomState(3)
     x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
     gy = rng.standard_normal((5, 4, 8, 8)).astype(numpy.float32)
@@ -101,6 +101,7 @@ def test_wide_rows_are_used_for_resnet_and_cnn_layers_only_where_cheap():
     assert conv._use_wide(1, 1, 32, 33) and conv._use_wide(1, 1, 16, 17)
     assert conv._use_wide(1, 1, 8, 9)            # ResNet's last stage: 12.5 % more GEMM columns
     assert conv._use_wide(1, 1, 32, 34)          # the CNN's 5x5 pad 2 at 32x32
+    assert not conv._use_wide(1, 1, 16, 18)      # ... and at 16x16: measured slower wide
     assert not conv._use_wide(1, 1, 4, 6)        # 50 % more GEMM work: narrow columns
     assert not conv._use_wide(1, 1, 6, 5)        # pad >= kernel: more outputs than a row holds
     assert not conv._use_wide(2, 2, 16, 17)      # strided: narrow columns
