@@ -70,3 +70,12 @@ def test_backends_take_turns():
     assert calls == ['a', 'b', 'c',  # warm-up
                      'a', 'b', 'c', 'b', 'c', 'a', 'c', 'a', 'b']
     assert {k: len(v) for k, v in seconds.items()} == {'a': 3, 'b': 3, 'c': 3}
+
+
+def test_paired_ratio_is_the_median_of_per_repeat_ratios():
+    # repeat 2 ran while the machine was slow for both backends: its times are
+    # 3x, but its ratio (2.0) is the same as the others'
+    fast = [1.0, 3.0, 1.0]
+    torch = [0.5, 1.5, 0.5]
+    assert cbench.paired_ratio(fast, torch) == 0.5
+    assert cbench.paired_ratio([1.0, 2.0, 4.0], [1.0, 1.0, 1.0]) == 0.5

@@ -12,6 +12,8 @@ load falls on all of them alike), for
 * ``torch`` / ``torch_cl``: an equivalent PyTorch model in the default
   (NCHW) and channels_last layouts, when torch is importable,
 
+and, as "paired", the median over repeats of the fast : PyTorch speed ratio
+within each repeat (steadier than the ratio of medians on a shared machine),
 plus the data-pipeline rate, the peak Python-heap memory of one training step
 (tracemalloc; NumPy allocations included) and the BLAS in use, and writes it
 all as JSON with ``--json``. Timings belong here, not in the unit tests.
@@ -225,6 +227,17 @@ def _summary(seconds, batch):
             'seconds': seconds}
 
 
+def paired_ratio(fast_seconds, other_seconds):
+    """Median over repeats of ``other / fast`` time within each repeat (the speed ratio fast : other).
+
+    The backends take turns within a repeat (:func:`time_interleaved`), so the
+    two times of one repeat were taken seconds apart: a slow spell of a shared
+    machine that spans a repeat slows both, and cancels out of their ratio
+    more than out of the ratio of the two medians.
+    """
+    return statistics.median(o / f for f, o in zip(fast_seconds, other_seconds))
+
+
 def _chainer_steps(model, x, t):
     optimizer = chainer.optimizers.MomentumSGD(lr=0.01, momentum=0.9)
     optimizer.setup(model)
@@ -337,6 +350,8 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
             entry = result.setdefault(backend, {})
             entry[kind] = _summary(seconds[backend], batch)
             log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(name, backend, kind, entry[kind]['median']))
+        if 'fast' in seconds and 'torch' in seconds:
+            result['fast'][kind]['paired_ratio_torch'] = paired_ratio(seconds['fast'], seconds['torch'])
     if memory:
         for backend in chainer_backends:
             result[backend]['peak_mib_train'] = peak_memory(steps[backend]['train'])
@@ -425,7 +440,7 @@ def _cpu_name():
 
 def format_table(results):
     lines = ['| model | mode | stock Chainer | fast Chainer | PyTorch | PyTorch channels_last '
-             '| fast / stock | fast / PyTorch |', '|---|---|---:|---:|---:|---:|---:|---:|']
+             '| fast / stock | fast / PyTorch | paired |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
 
     def get(r, b, k):
         return r.get(b, {}).get(k, {}).get('median')
@@ -438,8 +453,10 @@ def format_table(results):
     for r in results:
         for kind in ('train', 'infer'):
             s, f, t, c = (get(r, b, kind) for b in ('stock', 'fast', 'torch', 'torch_cl'))
-            lines.append('| {} | {} | {} | {} | {} | {} | {} | {} |'.format(
-                r['model'], kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s), ratio(f, t)))
+            paired = r.get('fast', {}).get(kind, {}).get('paired_ratio_torch')
+            lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+                r['model'], kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s), ratio(f, t),
+                'n/a' if paired is None else '{:.2f}'.format(paired)))
     return '\n'.join(lines)
 
 
