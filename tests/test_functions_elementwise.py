@@ -5,7 +5,7 @@ import pytest
 from chainer_cifar.functions._elementwise import channel_sums, relu_
 
 
-@pytest.mark.parametrize('shape', [(4, 16, 32, 32), (2, 64, 8, 8), (3, 5, 7), (1,), (0, 3)])
+@pytest.mark.parametrize('shape', [(4, 16, 32, 32), (2, 64, 8, 8), (3, 5, 7), (7, 17, 33), (1,), (0, 3)])
 @pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
 def test_relu_in_place_equals_numpy_maximum(shape, dtype):
     rng = numpy.random.RandomState(0)
