@@ -10,16 +10,17 @@ us, the same sums of squares as a batched ``matmul`` of each row with itself
 import numpy
 
 _ROW = 1024  # a zero row this long broadcasts at full speed (rows of 16 take 3x as long)
-_zero_rows = {}
+_constants = {}
 
 
-def _zero_row(n, dtype):
-    key = (n, numpy.dtype(dtype))
-    z = _zero_rows.get(key)
-    if z is None:
-        z = _zero_rows[key] = numpy.zeros(n, dtype=dtype)
-        z.flags.writeable = False
-    return z
+def _constant_row(value, n, dtype):
+    """A read-only row of ``n`` ``value``s, made once per (value, n, dtype)."""
+    key = (value, n, numpy.dtype(dtype))
+    row = _constants.get(key)
+    if row is None:
+        row = _constants[key] = numpy.full(n, value, dtype=dtype)
+        row.flags.writeable = False
+    return row
 
 
 def relu_(a):
@@ -31,7 +32,7 @@ def relu_(a):
     n = _ROW
     head = flat.size - flat.size % n
     rows = flat[:head].reshape(-1, n)
-    numpy.maximum(rows, _zero_row(n, a.dtype), out=rows)
+    numpy.maximum(rows, _constant_row(0, n, a.dtype), out=rows)
     if head < flat.size:
         numpy.maximum(flat[head:], 0, out=flat[head:])
 
@@ -48,18 +49,6 @@ def channel_sums(d, e=None):
     if r < 64:  # short rows: the batched products cost more in calls than they save
         return d.sum(axis=2).sum(axis=0), numpy.einsum('ncr,ncr->c', d, e)
     d2 = d.reshape(n * c, r)
-    s1 = d2.dot(_ones(r, d.dtype)).reshape(n, c).sum(axis=0)
+    s1 = d2.dot(_constant_row(1, r, d.dtype)).reshape(n, c).sum(axis=0)
     s2 = numpy.matmul(d2[:, None, :], e.reshape(n * c, r, 1)).reshape(n, c).sum(axis=0)
     return s1, s2
-
-
-_ones_cache = {}
-
-
-def _ones(n, dtype):
-    key = (n, numpy.dtype(dtype))
-    v = _ones_cache.get(key)
-    if v is None:
-        v = _ones_cache[key] = numpy.ones(n, dtype=dtype)
-        v.flags.writeable = False
-    return v
