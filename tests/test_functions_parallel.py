@@ -1,5 +1,6 @@
 """The thread pool, OpenBLAS's thread count and the allocator setting of the fast kernels."""
 import threading
+import time
 
 import numpy
 import pytest
@@ -26,6 +27,7 @@ def test_map_tasks_keeps_item_order_and_runs_nested_work_inline(restore_threads)
     seen = set()
 
     def task(i):
+        time.sleep(0.01)  # long enough that both threads take items
         seen.add(threading.current_thread().name)
         inner = []
         # A parallel call from inside a share must not wait on the (busy) pool.
@@ -34,6 +36,21 @@ def test_map_tasks_keeps_item_order_and_runs_nested_work_inline(restore_threads)
         return i * i
     assert _parallel.map_tasks(task, range(7)) == [i * i for i in range(7)]
     assert len(seen) == 2
+
+
+def test_map_tasks_hands_the_next_item_to_whichever_thread_is_free(restore_threads):
+    # One slow item must not hold back the items after it: the other thread
+    # takes them all, and the results still come back in item order.
+    _parallel.set_num_threads(2)
+    ran_by = {}
+
+    def task(i):
+        ran_by[i] = threading.current_thread().name
+        time.sleep(0.3 if i == 0 else 0.01)
+        return i
+    assert _parallel.map_tasks(task, range(6)) == list(range(6))
+    slow = ran_by[0]
+    assert all(ran_by[i] != slow for i in range(1, 6))
 
 
 def test_map_tasks_propagates_a_worker_exception(restore_threads):

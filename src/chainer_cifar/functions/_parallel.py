@@ -22,6 +22,7 @@ may round the last bit of some outputs differently from a single-threaded
 one; with OpenBLAS held at one thread, results are bitwise equal.)
 """
 import ctypes
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -191,11 +192,13 @@ def _run_shares(fn, ranges):
 
 
 def map_tasks(fn, items, size_hint=None):
-    """``[fn(item) for item in items]``, the items dealt to the threads in contiguous runs.
+    """``[fn(item) for item in items]``, each thread taking the next item when it is free.
 
-    Each thread runs its run of items in order, so per-item results (and any
-    sums the caller makes of them, in item order) are the same for every
-    number of threads.
+    Items are handed out in order as threads finish their previous one, so a
+    thread slowed by the other's memory traffic or the machine does less of
+    the work instead of keeping the other waiting. Each item runs whole on
+    one thread, so per-item results (and any sums the caller makes of them,
+    in item order) are the same for every number of threads.
     """
     items = list(items)
     n = len(items)
@@ -204,11 +207,14 @@ def map_tasks(fn, items, size_hint=None):
     if t <= 1:
         return [fn(item) for item in items]
     out = [None] * n
+    order = itertools.count()  # next() on it is atomic under the GIL
 
-    def work(a, b):
-        for i in range(a, b):
+    def work(_a, _b):
+        for i in order:
+            if i >= n:
+                return
             out[i] = fn(items[i])
-    _run_shares(work, split(n, t))
+    _run_shares(work, [(0, 0)] * t)
     return out
 
 

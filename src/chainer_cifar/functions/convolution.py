@@ -7,7 +7,7 @@ input in the order ``(C, kh, kw, N, Ho, Wo)``, copied once (on all cores) into
 a contiguous ``(K, N*Ho*Wo)`` matrix with ``K = C*kh*kw``. Then
 
 * forward: ``y = W(O, K) @ col`` gives ``(O, N, Ho*Wo)``; a single pass writes it
-  to NCHW and adds the bias;
+  to NCHW and adds the bias (and, in inference, a residual and the ReLU);
 * backward: ``gW = gy(O, N*Ho*Wo) @ colᵀ`` and ``gcol = Wᵀ @ gy``, two GEMMs on
   the same big matrices; ``gcol`` is added back into a padded ``(C, N, Hp, Wp)``
   buffer with ``kh*kw`` strided ``+=`` (col2im), split over channels across the
@@ -19,9 +19,15 @@ im2col copy is read by its GEMM from the cache, and backward rebuilds each
 chunk's columns from ``x`` instead of keeping ``K*N*Ho*Wo`` floats per layer
 (only when the whole batch is one chunk are the columns kept, unless
 ``chainer.config.fast_conv_recompute = True``). Stride-1 layers whose padded
-width is close to their output width use "wide-row" columns
-(:func:`im2col_wide`): contiguous runs of ``Ho*Wp`` elements, for a few
-percent more GEMM columns. See docs/performance.md for measured numbers.
+rows (``Wq = W + pw``: the padding between two rows is shared) are close to
+their output width use "wide-row" columns (:func:`im2col_wide`): contiguous
+runs of ``Ho*Wq`` elements, for a few percent more GEMM columns.
+
+Inference without a graph (``relu`` / ``residual``, see
+:class:`Convolution2DFast`) puts the bias in the GEMM and the residual and
+ReLU in the write; training's ``backward_accumulate`` adds the gradient of
+``x`` from other paths in the write of ``gx``. See docs/performance.md for
+measured numbers.
 
 Only ``groups=1``, ``dilate=1`` and ``cover_all=False`` are implemented here;
 :func:`convolution_2d` hands everything else (and CuPy / ChainerX arrays, and
