@@ -181,12 +181,12 @@ def run_chunks(fn, n, size_hint):
     _run_shares(fn, split(n, t))
 
 
-def _run_shares(fn, ranges):
-    """``fn(start, stop)`` for every range: the first in this thread, the others on the pool."""
+def _run_shares(fn, args):
+    """``fn(*a)`` for every ``a`` in ``args``: the first in this thread, the others on the pool."""
     share = _as_share(fn)
     pool = _get_pool()
-    futures = [pool.submit(share, a, b) for a, b in ranges[1:]]
-    share(*ranges[0])
+    futures = [pool.submit(share, *a) for a in args[1:]]
+    share(*args[0])
     for f in futures:
         f.result()
 
@@ -209,12 +209,12 @@ def map_tasks(fn, items, size_hint=None):
     out = [None] * n
     order = itertools.count()  # next() on it is atomic under the GIL
 
-    def work(_a, _b):
+    def work():
         for i in order:
             if i >= n:
                 return
             out[i] = fn(items[i])
-    _run_shares(work, [(0, 0)] * t)
+    _run_shares(work, [()] * t)  # every thread runs the same loop
     return out
 
 

@@ -239,20 +239,19 @@ def _chunks(n, per_image):
     return _parallel.split(n, count)
 
 
-def _write_nchw(dst, y_ocn, bb, residual=None, relu=False):
-    """``dst`` (n, O, ...) = ``y_ocn`` (O, n, ...) transposed [+ bias ``bb`` (O, 1, ...)]
-    [+ ``residual`` (n, O, ...)], then [max(., 0)]: as few passes as the options allow."""
+def _write_nchw(dst, y_ocn, bb=None, residual=None, relu=False):
+    """``dst`` (n, O, ...) = ``y_ocn`` (O, n, ...) transposed, plus a bias ``bb`` (O, 1, ...)
+    or a ``residual`` (n, O, ...) (at most one of them), then max(., 0) if ``relu``."""
+    assert bb is None or residual is None  # a bias with a residual rides in the GEMM
     src = y_ocn.swapaxes(0, 1)
 
     def work(a, c):
         d = dst[a:c]
-        first = bb if bb is not None else (None if residual is None else residual[a:c])
-        if first is not None:
-            numpy.add(src[a:c], first, out=d)
-            if bb is not None and residual is not None:
-                d += residual[a:c]
-        else:
+        addend = bb if residual is None else residual[a:c]
+        if addend is None:
             numpy.copyto(d, src[a:c])
+        else:
+            numpy.add(src[a:c], addend, out=d)
         if relu:
             relu_(d)  # in place on the contiguous result: faster than max(src, 0) on the way
     _parallel.run_chunks(work, dst.shape[0], dst.size)
@@ -323,12 +322,8 @@ class Convolution2DFast(function_node.FunctionNode):
         y = numpy.empty((n, o, ho, wo), dtype=x.dtype)
         wq = w + self.pw
         self.wide = wide = _use_wide(self.sy, self.sx, wo, wq)
-        if wide:
-            bb = None if b is None else b.astype(x.dtype, copy=False)[:, None, None]
-            chunks = _chunks(n, k * ho * wq)
-        else:
-            bb = None if b is None else b.astype(x.dtype, copy=False)[:, None]
-            chunks = _chunks(n, k * ho * wo)
+        bb = None if b is None else b.astype(x.dtype, copy=False)[:, None, None]
+        chunks = _chunks(n, k * ho * (wq if wide else wo))
         sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
         relu, residual = self.relu, self.residual
         if (relu or residual is not None) and chainer.config.enable_backprop:
@@ -345,12 +340,10 @@ class Convolution2DFast(function_node.FunctionNode):
             if wide:
                 col = im2col_wide(x[a:e], kh, kw, ph, pw, ones)
                 yc = _gemm_wcol(W2, _rows(col, k, ones)).reshape(o, e - a, ho, wq)[:, :, :, :wo]
-                _write_nchw(y[a:e], yc, bb, res, relu)
             else:
                 col = im2col_cn(x[a:e], kh, kw, sy, sx, ph, pw, ones)
-                yc = _gemm_wcol(W2, _rows(col, k, ones)).reshape(o, e - a, ho * wo)
-                flat = (e - a, o, ho * wo)
-                _write_nchw(y[a:e].reshape(flat), yc, bb, None if res is None else res.reshape(flat), relu)
+                yc = _gemm_wcol(W2, _rows(col, k, ones)).reshape(o, e - a, ho, wo)
+            _write_nchw(y[a:e], yc, bb, res, relu)
             return col
         cols = _parallel.map_tasks(chunk, chunks, y.size)
         if len(chunks) == 1 and chainer.config.enable_backprop and not _recompute():
