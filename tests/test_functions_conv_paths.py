@@ -2,7 +2,8 @@
 
 ``Convolution2DFast`` processes the batch in chunks (``_CHUNK_ELEMENTS``) and
 uses wide-row im2col for stride-1 layers whose padded width is close to the
-output width (``_WIDE_EXTRA``). Here both knobs are forced on and off so
+output width (``_WIDE_EXTRA``); stride-1 float32 layers use the compiled
+direct kernel instead where it is available. Here the knobs are forced on and off so
 that each combination runs on the small shapes of ``CONV_CASES`` (and a few
 more): float32 outputs and gradients equal to Chainer's within tolerance,
 ``gradient_check`` in float64, and the columns kept from forward (one chunk)
@@ -15,7 +16,8 @@ import chainer
 import chainer.functions as F
 
 import chainer_cifar.functions as CF
-from chainer_cifar.functions import convolution as conv
+from chainer_cifar.functions import _native, convolution as conv
+from test_functions_direct_conv import native_available
 from test_functions import (CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer,
                             check_convolution_backward, check_convolution_double_backward)
 
@@ -29,23 +31,28 @@ EXTRA_CASES = [
 CASES = CONV_CASES + EXTRA_CASES
 
 MODES = {
-    # name: (_CHUNK_ELEMENTS, _WIDE_EXTRA)
-    'one_chunk_narrow': (1 << 30, 0.0),
-    'one_chunk_wide': (1 << 30, 100.0),
-    'per_image_narrow': (1, 0.0),
-    'per_image_wide': (1, 100.0),
-    'chunks_of_2_wide': (None, 100.0),
+    # name: (_CHUNK_ELEMENTS, _WIDE_EXTRA, the compiled direct kernel for stride 1 in float32)
+    'one_chunk_narrow': (1 << 30, 0.0, False),
+    'one_chunk_wide': (1 << 30, 100.0, False),
+    'per_image_narrow': (1, 0.0, False),
+    'per_image_wide': (1, 100.0, False),
+    'chunks_of_2_wide': (None, 100.0, False),
+    'direct_one_chunk': (1 << 30, 100.0, True),
+    'direct_per_image': (1, 0.0, True),
 }
 
 
 @pytest.fixture(params=sorted(MODES))
 def mode(request, monkeypatch):
-    chunk, ratio = MODES[request.param]
+    chunk, ratio, direct = MODES[request.param]
+    if direct and not native_available():
+        pytest.skip('the direct convolution kernel cannot be built here: ' + _native.status())
     if chunk is None:
         chunk = 2  # images per chunk, set per case below through _chunk_for
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', chunk)
     monkeypatch.setattr(conv, '_WIDE_EXTRA', ratio)
-    return request.param
+    with chainer.using_config('use_native_conv', direct):
+        yield request.param
 
 
 def _set_two_images_per_chunk(monkeypatch, case):
@@ -82,6 +89,7 @@ def test_double_backward_float64_wide_and_chunked(case, monkeypatch):
 @pytest.mark.parametrize('wide', [False, True])
 def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
     monkeypatch.setattr(conv, '_WIDE_EXTRA', 100.0 if wide else 0.0)
+    monkeypatch.setattr(chainer.config, 'use_native_conv', False)  # the im2col forward keeps columns
     rng = numpy.random.RandomState(3)
     x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
     gy = rng.standard_normal((5, 4, 8, 8)).astype(numpy.float32)

@@ -46,7 +46,7 @@ from chainer import function_node
 from chainer.functions.connection import convolution_2d as _chainer_conv
 from chainer.utils import type_check
 
-from chainer_cifar.functions import _parallel
+from chainer_cifar.functions import _direct, _parallel
 from chainer_cifar.functions._elementwise import relu_
 from chainer_cifar.functions._config import use_fast
 
@@ -311,6 +311,18 @@ class Convolution2DFast(function_node.FunctionNode):
             raise ValueError('convolution output would be empty: input {}x{}, kernel {}x{}, '
                              'stride {}, pad {}'.format(h, w, kh, kw, (self.sy, self.sx), (self.ph, self.pw)))
         self.x_shape = x.shape
+        wq = w + self.pw
+        self.wide = wide = _use_wide(self.sy, self.sx, wo, wq)  # the columns' layout, for backward too
+        relu, residual = self.relu, self.residual
+        if (relu or residual is not None) and chainer.config.enable_backprop:
+            raise NotImplementedError('Convolution2DFast(relu=True or residual=...) is for inference '
+                                      '(enable_backprop=False) only')
+        if residual is not None and (residual.shape != (n, o, ho, wo) or residual.dtype != x.dtype):
+            raise ValueError('residual of shape {} {} does not match the output {} {}'.format(
+                residual.shape, residual.dtype, (n, o, ho, wo), x.dtype))
+        if (self.sy, self.sx) == (1, 1) and _direct.usable(x, W, b):
+            # No columns: backward rebuilds them per chunk for gW.
+            return _direct.conv2d_s1(x, W, b, self.ph, self.pw, residual, relu),
         k = c * kh * kw
         W2 = W.reshape(o, k)
         # Without a graph, the bias is the GEMM's last weight column, against a
@@ -320,18 +332,9 @@ class Convolution2DFast(function_node.FunctionNode):
             W2 = numpy.concatenate([W2, b.astype(W2.dtype, copy=False)[:, None]], axis=1)
             b = None
         y = numpy.empty((n, o, ho, wo), dtype=x.dtype)
-        wq = w + self.pw
-        self.wide = wide = _use_wide(self.sy, self.sx, wo, wq)
         bb = None if b is None else b.astype(x.dtype, copy=False)[:, None, None]
         chunks = _chunks(n, k * ho * (wq if wide else wo))
         sy, sx, ph, pw = self.sy, self.sx, self.ph, self.pw
-        relu, residual = self.relu, self.residual
-        if (relu or residual is not None) and chainer.config.enable_backprop:
-            raise NotImplementedError('Convolution2DFast(relu=True or residual=...) is for inference '
-                                      '(enable_backprop=False) only')
-        if residual is not None and (residual.shape != y.shape or residual.dtype != y.dtype):
-            raise ValueError('residual of shape {} {} does not match the output {} {}'.format(
-                residual.shape, residual.dtype, y.shape, y.dtype))
 
         def chunk(ae):
             # One chunk on one core: im2col, GEMM, transposing write (+ bias, + residual, + ReLU).
@@ -384,7 +387,12 @@ class Convolution2DFast(function_node.FunctionNode):
         k = c * kh * kw
         W2 = Wa.reshape(o, k)
         stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
-        wf = _flipped(Wa) if 0 in indexes and stride1 else None
+        # gx of a stride-1 layer is a stride-1 convolution of gy with the flipped kernel.
+        direct = 0 in indexes and stride1 and _direct.usable(gy, Wa)
+        if direct:
+            w_gx = Wa[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+            wpk_gx = _direct.pack_weights(w_gx)
+        wf = _flipped(Wa) if 0 in indexes and stride1 and not direct else None
         gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
         acc = self._acc if 0 in indexes else None  # x's gradient from other paths (backward_accumulate)
         wide = self.wide
@@ -396,6 +404,11 @@ class Convolution2DFast(function_node.FunctionNode):
             # One chunk on one core; returns its parts of gWᵀ and gb.
             a, e = ae
             m = e - a
+            if direct:
+                _direct.conv2d_s1(gy[a:e], w_gx, None, kh - 1 - ph, kw - 1 - pw, out=gx[a:e],
+                                  residual=None if acc is None else acc[a:e], packed=wpk_gx)
+                if 1 not in indexes and 2 not in indexes:
+                    return None, None
             if wide:
                 # gy in the wide-row layout of the columns, zero in the discarded columns
                 gyw = numpy.empty((o, m, ho, wq), dtype=gy.dtype)
@@ -406,7 +419,7 @@ class Convolution2DFast(function_node.FunctionNode):
             else:
                 gy2 = _ocn_from_nchw(gy[a:e])  # (O, m*Ho*Wo)
                 gy4 = gy2.reshape(o, m, ho, wo)
-            if 0 in indexes:
+            if 0 in indexes and not direct:
                 if stride1:
                     _grad_x_stride1(gy4, Wa, ph, pw, wf=wf, out=gx[a:e],
                                     acc=None if acc is None else acc[a:e])

@@ -1,0 +1,116 @@
+"""The compiled direct convolution (``direct_conv.c``): built on first use, loaded with ctypes.
+
+The C file is compiled once per machine with the system's C compiler
+(``$CC``, else ``cc``) into a cache folder, ``$CHAINER_CIFAR_NATIVE_CACHE``,
+else ``$XDG_CACHE_HOME/chainer_cifar`` (``~/.cache/chainer_cifar``), else a
+temporary folder. The library's name carries a hash of the source and the
+compiler, and it is written under a temporary name and renamed, so processes
+that start together (MPI ranks, test workers) never load a half-written file.
+
+Everything degrades to the NumPy im2col + GEMM path, which stays the
+reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
+machine, or ``CHAINER_CIFAR_NATIVE=0`` (read at import) /
+``chainer.config.use_native_conv = False`` (at run time). :func:`status`
+says which, and ``src/bench.py`` records it with every measurement.
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import chainer
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'direct_conv.c')
+_FLAGS = ['-O3', '-shared', '-fPIC', '-fno-math-errno']
+_ENV = os.environ.get('CHAINER_CIFAR_NATIVE', '1').strip().lower()
+if not hasattr(chainer.global_config, 'use_native_conv'):
+    chainer.global_config.use_native_conv = _ENV not in ('0', 'false', 'no', 'off')
+
+_lock = threading.Lock()
+_lib = None  # the loaded library, or False once it is known to be unavailable
+_why = 'not built yet'
+
+
+def _cache_dirs():
+    env = os.environ.get('CHAINER_CIFAR_NATIVE_CACHE')
+    if env:
+        return [env]
+    xdg = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return [os.path.join(xdg, 'chainer_cifar'), os.path.join(tempfile.gettempdir(), 'chainer_cifar-native')]
+
+
+def _build(compiler, source_bytes):
+    """Path of the compiled library, building it if needed; raises OSError with the reason."""
+    key = hashlib.sha256(source_bytes + compiler.encode() + ' '.join(_FLAGS).encode()
+                         + platform.machine().encode()).hexdigest()[:16]
+    errors = []
+    for folder in _cache_dirs():
+        path = os.path.join(folder, 'direct_conv-{}.so'.format(key))
+        if os.path.exists(path):
+            return path
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix='.so', dir=folder)
+            os.close(fd)
+        except OSError as e:
+            errors.append('{}: {}'.format(folder, e))
+            continue
+        try:
+            proc = subprocess.run([compiler] + _FLAGS + ['-o', tmp, _SOURCE],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise OSError('{} failed: {}'.format(compiler, (proc.stderr or proc.stdout).strip()[-300:]))
+            os.replace(tmp, path)
+            return path
+        except subprocess.TimeoutExpired:
+            raise OSError('{} took more than 120 s'.format(compiler))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError('no writable cache folder ({})'.format('; '.join(errors)))
+
+
+def _load():
+    global _lib, _why
+    compiler = os.environ.get('CC') or 'cc'
+    if platform.machine().lower() not in ('x86_64', 'amd64'):
+        raise OSError('the kernel is written for x86-64 (AVX2), this is {}'.format(platform.machine()))
+    if shutil.which(compiler) is None:
+        raise OSError('no C compiler ({!r} not found; set CC)'.format(compiler))
+    with open(_SOURCE, 'rb') as f:
+        path = _build(compiler, f.read())
+    lib = ctypes.CDLL(path)  # CDLL: calls release the GIL, so the pool's threads run them in parallel
+    if not lib.cc_conv_supported():
+        raise OSError('this CPU has no AVX2 + FMA')
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.cc_conv2d_s1_f32.argtypes = [p, i64, i64, i64, i64, i64, p, i64, p, i64, p, p, p, i64, i64,
+                                     ctypes.c_int]
+    lib.cc_conv2d_s1_f32.restype = ctypes.c_int
+    _lib, _why = lib, 'built from direct_conv.c: {}'.format(path)
+    return lib
+
+
+def library():
+    """The loaded library, or ``None`` (unavailable, or switched off by ``use_native_conv``)."""
+    if not getattr(chainer.config, 'use_native_conv', True):
+        return None
+    if _lib is None:
+        with _lock:
+            if _lib is None:
+                try:
+                    _load()
+                except OSError as e:
+                    globals().update(_lib=False, _why=str(e))
+    return _lib or None
+
+
+def status():
+    """One line: whether the direct convolution runs here, and why not if it does not."""
+    if not getattr(chainer.config, 'use_native_conv', True):
+        return 'off (use_native_conv is False)'
+    lib = library()
+    return ('on ({})'.format(_why)) if lib else 'unavailable: {}'.format(_why)
