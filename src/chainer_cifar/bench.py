@@ -37,7 +37,7 @@ import chainer.links as CL
 
 from chainer_cifar import links as FL
 from chainer_cifar.errors import UserError
-from chainer_cifar.functions import _parallel
+from chainer_cifar.functions import _native, _parallel
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
@@ -413,6 +413,7 @@ def environment():
             'processor': _cpu_name(), 'cpus': os.cpu_count(),
             'threads': _parallel.num_threads(), 'openblas_threads': _parallel.blas_threads(),
             'OPENBLAS_CORETYPE': os.environ.get('OPENBLAS_CORETYPE'),
+            'direct_conv': _native.status(),
             'loadavg_start': os.getloadavg()}
     try:
         from threadpoolctl import threadpool_info
@@ -502,6 +503,7 @@ def main(argv=None):
     print('# {} | {} CPUs | Python {} NumPy {} Chainer {} torch {} | load {}'.format(
         env['processor'], env['cpus'], env['python'], env['numpy'], env['chainer'], env['torch'],
         ' '.join('{:.2f}'.format(v) for v in env['loadavg_start'])))
+    print('# direct convolution kernel: {}'.format(env['direct_conv']))
     results = []
     for name in args.models:
         results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,

@@ -45,11 +45,8 @@ def conv2d_s1(x, W, b, ph, pw, residual=None, relu=False, out=None, packed=None)
     lib = _native.library()
     n, c, h, w = x.shape
     o, _, kh, kw = W.shape
-    ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    hp, wp = ho + kh - 1, -(-wo // 8) * 8 + kw - 1  # every vector load stays inside a padded image
+    ho, wo, hp, wp, toff = _geometry(x.shape, kh, kw, ph, pw)
     wpk = pack_weights(W) if packed is None else packed
-    toff = ((numpy.arange(c, dtype=numpy.int64) * (hp * wp))[:, None, None]
-            + (numpy.arange(kh, dtype=numpy.int64) * wp)[:, None] + numpy.arange(kw)).ravel()
     bias = None if b is None else numpy.ascontiguousarray(b, dtype=numpy.float32)
     res = None if residual is None else numpy.ascontiguousarray(residual)
     y = numpy.empty((n, o, ho, wo), dtype=numpy.float32) if out is None else out
@@ -68,6 +65,55 @@ def conv2d_s1(x, W, b, ph, pw, residual=None, relu=False, out=None, packed=None)
     tasks = _parallel.split(n, -(-n // _IMAGES_PER_TASK))
     _parallel.map_tasks(task, tasks, y.size * kh * kw)
     return y
+
+
+def grad_w_s1(x, gy, kh, kw, ph, pw, bias=False):
+    """``(gW, gb)`` of a stride-1 convolution: ``gW`` (O, C, kh, kw), ``gb`` (O,) with ``bias`` else None.
+
+    Each task pads its images of ``x`` and adds their products with ``gy``
+    into its own ``(O, C*kh*kw)`` sums; the tasks' sums are added in task
+    order, so the result does not depend on the number of threads.
+    """
+    lib = _native.library()
+    n, c = x.shape[:2]
+    o = gy.shape[1]
+    ho, wo, hp, wp, toff = _geometry(x.shape, kh, kw, ph, pw)
+    assert gy.shape == (n, o, ho, wo) and gy.dtype == numpy.float32
+    gy = numpy.ascontiguousarray(gy)
+
+    def task(ae):
+        a, e = ae
+        xp = _pad_images(x[a:e], hp, wp, ph, pw)
+        gw = numpy.zeros((o, toff.size), dtype=numpy.float32)
+        rc = lib.cc_conv2d_s1_grad_w_f32(xp.ctypes.data, 0, e - a, c, hp, wp, toff.ctypes.data,
+                                         toff.size, gy[a:e].ctypes.data, o, gw.ctypes.data, ho, wo)
+        if rc != 0:
+            raise RuntimeError('direct convolution kernel failed ({})'.format(rc))
+        gb = None
+        if bias:
+            g2 = gy[a:e].reshape((e - a) * o, -1)
+            gb = g2.dot(numpy.ones(g2.shape[1], dtype=numpy.float32)).reshape(e - a, o).sum(axis=0)
+        return gw, gb
+    tasks = _parallel.split(n, -(-n // _IMAGES_PER_TASK))
+    parts = _parallel.map_tasks(task, tasks, gy.size * kh * kw)
+    gW = _parallel.sum_in_order(p[0] for p in parts).reshape(o, c, kh, kw)
+    gb = _parallel.sum_in_order(p[1] for p in parts) if bias else None
+    return gW, gb
+
+
+def _geometry(x_shape, kh, kw, ph, pw):
+    """``(Ho, Wo, Hp, Wp, toff)``: output size, padded size and tap offsets for the kernel.
+
+    Rows are padded to a whole number of 8-wide vectors plus the kernel's
+    reach, so every vector load stays inside the padded image; ``toff[t]`` is
+    tap ``t = (c, i, j)``'s offset ``c*Hp*Wp + i*Wp + j``.
+    """
+    _, c, h, w = x_shape
+    ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    hp, wp = ho + kh - 1, -(-wo // 8) * 8 + kw - 1
+    toff = ((numpy.arange(c, dtype=numpy.int64) * (hp * wp))[:, None, None]
+            + (numpy.arange(kh, dtype=numpy.int64) * wp)[:, None] + numpy.arange(kw)).ravel()
+    return ho, wo, hp, wp, toff
 
 
 def _pad_images(x, hp, wp, ph, pw):

@@ -90,6 +90,8 @@ def _load():
     lib.cc_conv2d_s1_f32.argtypes = [p, i64, i64, i64, i64, i64, p, i64, p, i64, p, p, p, i64, i64,
                                      ctypes.c_int]
     lib.cc_conv2d_s1_f32.restype = ctypes.c_int
+    lib.cc_conv2d_s1_grad_w_f32.argtypes = [p, i64, i64, i64, i64, i64, p, i64, p, i64, p, i64, i64]
+    lib.cc_conv2d_s1_grad_w_f32.restype = ctypes.c_int
     _lib, _why = lib, 'built from direct_conv.c: {}'.format(path)
     return lib
 

@@ -387,12 +387,10 @@ class Convolution2DFast(function_node.FunctionNode):
         k = c * kh * kw
         W2 = Wa.reshape(o, k)
         stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
-        # gx of a stride-1 layer is a stride-1 convolution of gy with the flipped kernel.
-        direct = 0 in indexes and stride1 and _direct.usable(gy, Wa)
-        if direct:
-            w_gx = Wa[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-            wpk_gx = _direct.pack_weights(w_gx)
-        wf = _flipped(Wa) if 0 in indexes and stride1 and not direct else None
+        if ((self.sy, self.sx) == (1, 1) and _direct.usable(gy, Wa)
+                and (stride1 or 0 not in indexes)):
+            return self._backward_direct(indexes, xa, Wa, gy)
+        wf = _flipped(Wa) if 0 in indexes and stride1 else None
         gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
         acc = self._acc if 0 in indexes else None  # x's gradient from other paths (backward_accumulate)
         wide = self.wide
@@ -404,11 +402,6 @@ class Convolution2DFast(function_node.FunctionNode):
             # One chunk on one core; returns its parts of gWᵀ and gb.
             a, e = ae
             m = e - a
-            if direct:
-                _direct.conv2d_s1(gy[a:e], w_gx, None, kh - 1 - ph, kw - 1 - pw, out=gx[a:e],
-                                  residual=None if acc is None else acc[a:e], packed=wpk_gx)
-                if 1 not in indexes and 2 not in indexes:
-                    return None, None
             if wide:
                 # gy in the wide-row layout of the columns, zero in the discarded columns
                 gyw = numpy.empty((o, m, ho, wq), dtype=gy.dtype)
@@ -419,7 +412,7 @@ class Convolution2DFast(function_node.FunctionNode):
             else:
                 gy2 = _ocn_from_nchw(gy[a:e])  # (O, m*Ho*Wo)
                 gy4 = gy2.reshape(o, m, ho, wo)
-            if 0 in indexes and not direct:
+            if 0 in indexes:
                 if stride1:
                     _grad_x_stride1(gy4, Wa, ph, pw, wf=wf, out=gx[a:e],
                                     acc=None if acc is None else acc[a:e])
@@ -453,6 +446,25 @@ class Convolution2DFast(function_node.FunctionNode):
                 Wa.dtype, copy=False)))
         if 2 in indexes:
             ret.append(chainer.Variable(gb))
+        return tuple(ret)
+
+    def _backward_direct(self, indexes, x, W, gy):
+        """Stride 1 with the compiled kernel: ``gx`` is ``gy`` convolved with the flipped kernel
+        (plus the other paths' gradient, see :meth:`backward_accumulate`), ``gW`` and ``gb`` are
+        sums over the batch; no columns."""
+        kh, kw = W.shape[2:]
+        ret = []
+        if 0 in indexes:
+            w_gx = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+            gx = _direct.conv2d_s1(gy, w_gx, None, kh - 1 - self.ph, kw - 1 - self.pw, residual=self._acc)
+            ret.append(chainer.Variable(gx))
+        if 1 in indexes or 2 in indexes:
+            gW, gb = _direct.grad_w_s1(x, gy, kh, kw, self.ph, self.pw, bias=2 in indexes)
+            if 1 in indexes:
+                ret.append(chainer.Variable(gW))
+            if 2 in indexes:
+                ret.append(chainer.Variable(gb))
+        self.col = None
         return tuple(ret)
 
 

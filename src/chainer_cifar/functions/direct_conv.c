@@ -123,6 +123,84 @@ int cc_conv2d_s1_f32(const float *xp, int64_t n0, int64_t n1, int64_t C, int64_t
                    res ? res + n * O * Ho * Wo : 0, y + n * O * Ho * Wo, Ho, Wo, Wp, relu);
     return 0;
 }
+
+TARGET static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* gw (O, taps) += the weight gradient of images n0..n1-1 of the padded input
+ * xp (as for cc_conv2d_s1_f32) and gy (N, O, Ho, Wo):
+ * gw[o, t] += sum_n sum_p gy[n, o, p] * x[n, toff[t] + p]. Blocks of 3
+ * channels x 3 taps (9 accumulators, 3 + 3 loads per 9 FMAs) sweep the
+ * output planes of all the images, in order, before their 9 sums are
+ * stored: an 8x8 plane alone is too short to pay for the horizontal sums.
+ * A missing channel or tap of the last block repeats the previous one and
+ * is not stored. The last vector of a row reads gy through the mask, so its
+ * lanes past the row add 0 (x there is the padded image, finite). */
+TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstride, const int64_t *toff,
+                          int64_t taps, const float *gy, int64_t O, float *gw, int64_t Ho, int64_t Wo,
+                          int64_t Wp)
+{
+    const int64_t nv = (Wo + 7) / 8, plane = Ho * Wo;
+    const int tail = (int)(Wo - 8 * (nv - 1));
+    int32_t lanes[8];
+    for (int l = 0; l < 8; l++) lanes[l] = l < tail ? -1 : 0;
+    const __m256i tmask = _mm256_loadu_si256((const __m256i *)lanes);
+    for (int64_t o0 = 0; o0 < O; o0 += 3) {
+        const int64_t o1 = o0 + 1 < O ? o0 + 1 : o0, o2 = o0 + 2 < O ? o0 + 2 : o1;
+        for (int64_t t0 = 0; t0 < taps; t0 += 3) {
+            const int64_t t1 = t0 + 1 < taps ? t0 + 1 : t0, t2 = t0 + 2 < taps ? t0 + 2 : t1;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00,
+                   a20 = a00, a21 = a00, a22 = a00;
+            for (int64_t n = n0; n < n1; n++) {
+                const float *xn = xp + n * xstride, *gn = gy + n * O * plane;
+                const float *g0 = gn + o0 * plane, *g1 = gn + o1 * plane, *g2 = gn + o2 * plane;
+                const float *xa = xn + toff[t0], *xb = xn + toff[t1], *xc = xn + toff[t2];
+                for (int64_t r = 0; r < Ho; r++) {
+                    for (int64_t v = 0; v < nv; v++) {
+                        const int64_t yo = r * Wo + 8 * v, xo = r * Wp + 8 * v;
+                        __m256 y0, y1, y2;
+                        if (v < nv - 1 || tail == 8) {
+                            y0 = _mm256_loadu_ps(g0 + yo); y1 = _mm256_loadu_ps(g1 + yo);
+                            y2 = _mm256_loadu_ps(g2 + yo);
+                        } else {
+                            y0 = _mm256_maskload_ps(g0 + yo, tmask); y1 = _mm256_maskload_ps(g1 + yo, tmask);
+                            y2 = _mm256_maskload_ps(g2 + yo, tmask);
+                        }
+                        __m256 x = _mm256_loadu_ps(xa + xo);
+                        a00 = _mm256_fmadd_ps(y0, x, a00); a10 = _mm256_fmadd_ps(y1, x, a10);
+                        a20 = _mm256_fmadd_ps(y2, x, a20);
+                        x = _mm256_loadu_ps(xb + xo);
+                        a01 = _mm256_fmadd_ps(y0, x, a01); a11 = _mm256_fmadd_ps(y1, x, a11);
+                        a21 = _mm256_fmadd_ps(y2, x, a21);
+                        x = _mm256_loadu_ps(xc + xo);
+                        a02 = _mm256_fmadd_ps(y0, x, a02); a12 = _mm256_fmadd_ps(y1, x, a12);
+                        a22 = _mm256_fmadd_ps(y2, x, a22);
+                    }
+                }
+            }
+            const __m256 acc[3][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}};
+            for (int i = 0; i < 3 && o0 + i < O; i++)
+                for (int j = 0; j < 3 && t0 + j < taps; j++)
+                    gw[(o0 + i) * taps + t0 + j] += hsum(acc[i][j]);
+        }
+    }
+}
+
+/* gw (O, taps) += the weight gradient of images n0..n1-1 (see grad_w). */
+int cc_conv2d_s1_grad_w_f32(const float *xp, int64_t n0, int64_t n1, int64_t C, int64_t Hp, int64_t Wp,
+                            const int64_t *toff, int64_t taps, const float *gy, int64_t O,
+                            float *gw, int64_t Ho, int64_t Wo)
+{
+    if (!cc_conv_supported()) return -1;
+    grad_w(xp, n0, n1, C * Hp * Wp, toff, taps, gy, O, gw, Ho, Wo, Wp);
+    return 0;
+}
 #else
 int cc_conv2d_s1_f32(void) { return -1; }
+int cc_conv2d_s1_grad_w_f32(void) { return -1; }
 #endif
