@@ -167,6 +167,16 @@ def test_two_workers_end_identical_and_match_one_process_with_the_same_total_bat
         p for p in os.listdir(str(one)) if p.startswith('run'))
 
 
+def test_two_workers_accumulating_micro_batches_match_one_process(mpi, data, tmp_path):
+    # --accumulate on top of ChainerMN: each worker sums two micro-batches' gradients,
+    # the optimizer averages them over the workers, then one update (no BatchNorm here).
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    launch(0, argv(data, one, PLAIN, N_TRAIN, epochs=2))
+    launch(2, argv(data, two, PLAIN, N_TRAIN // 2, '--communicator', 'naive', '--accumulate', '2', epochs=2))
+    assert_close(weights(one), weights(two, 0))
+    assert max_diff(weights(two, 0), weights(two, 'init')) > 1e-3
+
+
 def test_batchnorm_matches_one_process_only_with_sync_bn(mpi, data, tmp_path):
     one, local, synced = tmp_path / 'one', tmp_path / 'local', tmp_path / 'synced'
     launch(0, argv(data, one, BN, N_TRAIN))

@@ -174,7 +174,7 @@ def test_help_documents_every_flag(capsys):
                  '--lr_decay_iter', '--lr_shape', '--weight_decay', '--optimizer', '--lr', '--alpha',
                  '--augment', '--no_valid_data', '--valid_size', '--res_depth', '--res_width', '--skip_depth',
                  '--swapout', '--seed', '--resume', '--warmup_epochs', '--warmup_lr', '--out', '--dtype',
-                 '--subset', '--test_only'):
+                 '--subset', '--test_only', '--accumulate'):
         assert flag in text, flag
 
 

@@ -103,6 +103,10 @@ def build_parser(prog=None):
     p.add_argument('--dtype', choices=DTYPES, default='float32',
                    help='mixed16 = Chainer\'s mixed precision (float16 compute, float32 master '
                         'weights) with dynamic loss scaling')
+    p.add_argument('--accumulate', type=int, default=1, metavar='N',
+                   help='split each batch of -b images into N micro-batches whose gradients are summed '
+                        'before one update: the same step with about 1/N of the activation memory '
+                        '(BatchNorm then normalizes over each micro-batch; docs/training.md)')
     p.add_argument('--resume', default=None, metavar='SNAPSHOT',
                    help='continue the run saved in <out>/<prefix>.snapshot')
     p.add_argument('--test_only', action='store_true',
@@ -152,6 +156,12 @@ def check_args(args):
             raise UserError('--{} must be positive, got {}'.format(name, getattr(args, name)))
     for name in ('batch_size', 'subset', 'res_depth', 'res_width'):
         positive(name)
+    accumulate = getattr(args, 'accumulate', 1)
+    if accumulate < 1:
+        raise UserError('--accumulate must be positive, got {}'.format(accumulate))
+    if accumulate > args.batch_size:
+        raise UserError('--accumulate {} splits a batch of {} images into more parts than it has images; '
+                        'use at most -b'.format(accumulate, args.batch_size))
     if args.iter <= 0 and not args.test_only:
         raise UserError('--iter must be positive, got {}'.format(args.iter))
     for name in ('save_iter', 'weight_decay', 'warmup_epochs'):

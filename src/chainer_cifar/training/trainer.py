@@ -27,6 +27,7 @@ from chainer_cifar.training import checkpoint, extensions as X
 from chainer_cifar.training.args import model_options
 from chainer_cifar.training.data import Converter, EpochIterator, load_splits, make_eval_iterator
 from chainer_cifar.training.schedule import LearningRate, Schedule
+from chainer_cifar.training.updater import AccumulatingUpdater
 
 Summary = collections.namedtuple('Summary', 'best_epoch best_valid_error test_error_at_best '
                                             'final_test_error epochs wall_seconds paths')
@@ -190,7 +191,11 @@ def _train(args, device, splits, options, predictor, comm=None):
     augmenter = Augmenter(args.augment, seed=args.seed + 2 + offset)
     train_data = splits.train if dist is None else dist.scatter(splits.train, comm, args.seed + 3, True)
     train_iter = EpochIterator(train_data, args.batch_size, args.seed + 1 + offset)
-    updater = training.updaters.StandardUpdater(train_iter, optimizer, converter=Converter(device, augmenter))
+    converter = Converter(device, augmenter)
+    if getattr(args, 'accumulate', 1) > 1:
+        updater = AccumulatingUpdater(train_iter, optimizer, converter, args.accumulate)
+    else:
+        updater = training.updaters.StandardUpdater(train_iter, optimizer, converter=converter)
     paths = output_paths(args)
     trainer = training.Trainer(updater, (args.iter, 'epoch'), out=args.out)
 
