@@ -1,6 +1,8 @@
 """Smoke test of the benchmark front end (tiny batch; no timing assertions)."""
 import json
 
+import pytest
+
 import chainer
 import chainer.functions as F
 
@@ -79,3 +81,50 @@ def test_paired_ratio_is_the_median_of_per_repeat_ratios():
     torch = [0.5, 1.5, 0.5]
     assert cbench.paired_ratio(fast, torch) == 0.5
     assert cbench.paired_ratio([1.0, 2.0, 4.0], [1.0, 1.0, 1.0]) == 0.5
+
+
+def test_model_options_dtypes_and_profile_go_into_the_json(tmp_path):
+    out = tmp_path / 'm.json'
+    assert bench.main(['--models', 'residual:res_depth=1', '--batch', '2', '--repeats', '1', '--warmup', '0',
+                       '--backends', 'fast', '--dtype', 'float32,mixed16', '--profile', '--no-data',
+                       '--json', str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = data['results']
+    assert [(r['model'], r['dtype']) for r in rows] == [('residual:res_depth=1', 'float32'),
+                                                        ('residual:res_depth=1', 'mixed16')]
+    from chainer_cifar.models import create_model
+    small = sum(p.size for p in create_model('residual', res_depth=1).params())
+    assert rows[0]['params'] == small < sum(p.size for p in create_model('residual').params())
+    for r in rows:
+        assert r['fast']['train']['median'] > 0 and r['fast']['peak_mib_train'] > 0
+        profile = r['fast']['profile_train']
+        assert profile[0]['function'] == 'Convolution2DFast' or profile[0]['share'] > 0.2
+        assert 0 < sum(p['share'] for p in profile) <= 1.0 + 1e-9
+    assert data['environment']['device'] == '@numpy'
+
+
+def test_model_spec_parsing():
+    assert cbench.parse_model_spec('resnet20') == ('resnet20', {})
+    assert cbench.parse_model_spec('residual:res_depth=12,skip_depth=1') == (
+        'residual', {'res_depth': 12, 'skip_depth': 1})
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--dtype', 'float64'], '--dtype float64'),
+    (['--models', 'residual:res_depth'], 'expected key=value'),
+])
+def test_bad_bench_flags_are_one_error_line(argv, message, capsys):
+    from chainer_cifar.errors import run_main
+    assert run_main(bench.main, ['--batch', '2', '--repeats', '1', '--warmup', '0', '--no-torch',
+                                 '--no-data', '--no-memory'] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_gpu_flag_without_cupy_is_one_error_line(capsys):
+    if chainer.backends.cuda.available:
+        pytest.skip('CuPy is available here')
+    from chainer_cifar.errors import run_main
+    assert run_main(bench.main, ['-g', '0', '--models', 'cnn', '--no-torch']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'use -g -1' in err[0], err

@@ -121,20 +121,42 @@ REFERENCE = {'cnn': RefCNN, 'resnet20': lambda: RefResNet(3), 'resnet56': lambda
              'resnet110': lambda: RefResNet(18)}
 
 
+def parse_model_spec(spec):
+    """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': 1})``."""
+    name, _, rest = spec.partition(':')
+    options = {}
+    for item in filter(None, (v.strip() for v in rest.split(','))):
+        key, eq, value = item.partition('=')
+        if not eq:
+            raise UserError('model option {!r} in {!r}: expected key=value'.format(item, spec))
+        try:
+            options[key.strip()] = int(value)
+        except ValueError:
+            try:
+                options[key.strip()] = float(value)
+            except ValueError:
+                options[key.strip()] = value.strip()
+    return name.strip(), options
+
+
 def build_chainer_model(name, source='auto'):
     """The registry's model ``name`` (built from :mod:`chainer_cifar.links`), else a reference model.
 
+    ``name`` may carry registry options, ``'residual:res_depth=12'``.
     ``accelerate`` is a no-op for the registry's models (they already use the
     fast links); it stays for models that would still build Chainer's links.
     """
+    name, options = parse_model_spec(name)
+    if options and source == 'reference':
+        raise UserError('reference models take no options ({!r})'.format(options))
     if source in ('auto', 'registry'):
         try:
             from chainer_cifar.models import create_model
-            model = create_model(name)
+            model = create_model(name, **options)
             FL.accelerate(model)
             return model, 'registry'
         except Exception as e:  # registry missing, being rewritten, or no such model
-            if source == 'registry' or name not in REFERENCE:
+            if source == 'registry' or name not in REFERENCE or options:
                 raise UserError('cannot build model {!r} from the registry: {}'.format(name, e))
     if name not in REFERENCE:
         raise UserError('no reference model {!r}; choose from {}'.format(name, ', '.join(REFERENCE)))
@@ -238,22 +260,47 @@ def paired_ratio(fast_seconds, other_seconds):
     return statistics.median(o / f for f, o in zip(fast_seconds, other_seconds))
 
 
-def _chainer_steps(model, x, t):
+def _chainer_steps(model, x, t, device=None, dtype='float32'):
+    """``(train, infer)`` closures; ``x`` and ``t`` already on ``device`` (kept there: no transfers).
+
+    ``dtype='mixed16'`` runs under ``chainer.mixed16`` with float32 master
+    weights and dynamic loss scaling, as ``train.py --dtype mixed16``. On a
+    GPU each step ends with a device synchronization, so it is timed whole.
+    """
     optimizer = chainer.optimizers.MomentumSGD(lr=0.01, momentum=0.9)
     optimizer.setup(model)
     optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(5e-4))
+    config = chainer.mixed16 if dtype == 'mixed16' else numpy.float32
+    if dtype == 'mixed16':
+        optimizer.use_fp32_update()
+        optimizer.loss_scaling()
+    sync = _synchronizer(device)
 
     def train():
-        with chainer.using_config('train', True):
+        with chainer.using_config('train', True), chainer.using_config('dtype', config):
             model.cleargrads()
-            loss = F.softmax_cross_entropy(model(x), t)
-            loss.backward()
+            y = model(x)
+            if y.dtype != numpy.float32:
+                y = F.cast(y, numpy.float32)
+            loss = F.softmax_cross_entropy(y, t)
+            loss.backward(loss_scale=optimizer._loss_scale)
             optimizer.update()
+        sync()
 
     def infer():
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
+        with chainer.using_config('train', False), chainer.no_backprop_mode(), \
+                chainer.using_config('dtype', config):
             model(x)
+        sync()
     return train, infer
+
+
+def _synchronizer(device):
+    """A function that waits for ``device`` (a CuPy GPU) to finish its queued work; a no-op on the CPU."""
+    cuda_device = getattr(device, 'device', None)
+    if device is None or getattr(device, 'xp', numpy) is numpy or cuda_device is None:
+        return lambda: None
+    return cuda_device.synchronize
 
 
 def _torch_steps(torch, model, x, t):
@@ -287,6 +334,35 @@ def peak_memory(step):
     return peak / 2 ** 20
 
 
+def peak_device_memory(step):
+    """MiB held by CuPy's memory pool after one call of ``step`` from an emptied pool.
+
+    The pool keeps freed blocks, so what it holds after the step is the
+    step's peak of simultaneously live arrays (parameters and optimizer state
+    included), up to the pool's rounding and fragmentation.
+    """
+    import cupy
+    pool = cupy.get_default_memory_pool()
+    gc.collect()
+    pool.free_all_blocks()
+    step()
+    return pool.total_bytes() / 2 ** 20
+
+
+def profile_step(step, steps=3, top=10):
+    """The ``top`` Chainer functions by total time over ``steps`` calls (``TimerHook``; CUDA events on a GPU)."""
+    from chainer.function_hooks import TimerHook
+    hook = TimerHook()
+    with hook:
+        for _ in range(steps):
+            step()
+    rows = sorted(hook.summary().items(), key=lambda kv: -kv[1]['elapsed_time'])
+    total = sum(v['elapsed_time'] for _, v in rows) or 1.0
+    return [{'function': name, 'ms_per_step': 1e3 * v['elapsed_time'] / steps,
+             'calls_per_step': v['occurrence'] / steps, 'share': v['elapsed_time'] / total}
+            for name, v in rows[:top]]
+
+
 def _under_switch(fn, fast):
     def step():
         with chainer.using_config('use_fast_kernels', fast):
@@ -316,22 +392,38 @@ def time_interleaved(steps, repeats, warmup):
     return out
 
 
-def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
+def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print, device=None,
+                dtype='float32', profile=False):
+    """img/s of ``name``'s train and inference steps for each backend, on ``device`` (default: CPU).
+
+    On a GPU the Chainer backend is ``stock`` (the fast kernels are NumPy's),
+    the batch is sent to the device once and stays there, and PyTorch runs on
+    CUDA when it can (float32 only).
+    """
+    device = device or chainer.get_device('@numpy')
+    gpu = device.xp is not numpy
     rng = numpy.random.RandomState(0)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(numpy.float32)
     t = rng.randint(0, 10, size=batch).astype(numpy.int32)
-    result = {'model': name}
+    result = {'model': name, 'dtype': dtype, 'device': str(device)}
+    label = name if dtype == 'float32' else '{} {}'.format(name, dtype)
     steps = {}  # backend -> {'train': fn, 'infer': fn}
-    chainer_backends = [b for b in backends if b in ('fast', 'stock')]
+    chainer_backends = [b for b in backends if b in ('fast', 'stock') and not (gpu and b == 'fast')]
     if chainer_backends:
-        model, source = build_chainer_model(name)
+        config = chainer.mixed16 if dtype == 'mixed16' else numpy.float32
+        with chainer.using_config('dtype', config):
+            model, source = build_chainer_model(name)
+            xd = device.send(x.astype(chainer.get_dtype()))
+        model.to_device(device)
         result['source'] = source
         result['params'] = int(sum(p.size for p in model.params()))
-        train, infer = _chainer_steps(model, x, t)
+        train, infer = _chainer_steps(model, xd, device.send(t), device, dtype)
         for backend in chainer_backends:
             fast = backend == 'fast'
             steps[backend] = {'train': _under_switch(train, fast), 'infer': _under_switch(infer, fast)}
-    torch = _import_torch() if any(b.startswith('torch') for b in backends) else None
+    torch = _import_torch() if any(b.startswith('torch') for b in backends) and dtype == 'float32' else None
+    if torch is not None and gpu and not torch.cuda.is_available():
+        torch = None
     if torch is not None:
         factories = _torch_models()
         if name in factories:
@@ -342,46 +434,71 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print):
                 if backend == 'torch_cl':
                     m = m.to(memory_format=torch.channels_last)
                     xt = xt.contiguous(memory_format=torch.channels_last)
-                train_t, infer_t = _torch_steps(torch, m, xt, torch.from_numpy(t.astype(numpy.int64)))
+                tt = torch.from_numpy(t.astype(numpy.int64))
+                if gpu:
+                    m, xt, tt = m.cuda(device.device.id), xt.cuda(device.device.id), tt.cuda(device.device.id)
+                train_t, infer_t = _torch_steps(torch, m, xt, tt)
+                if gpu:
+                    train_t, infer_t = _then(train_t, torch.cuda.synchronize), _then(infer_t, torch.cuda.synchronize)
                 steps[backend] = {'train': train_t, 'infer': infer_t}
     for kind in ('train', 'infer'):
         seconds = time_interleaved({b: fns[kind] for b, fns in steps.items()}, repeats, warmup)
         for backend in steps:
             entry = result.setdefault(backend, {})
             entry[kind] = _summary(seconds[backend], batch)
-            log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(name, backend, kind, entry[kind]['median']))
+            log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(label, backend, kind, entry[kind]['median']))
         if 'fast' in seconds and 'torch' in seconds:
             result['fast'][kind]['paired_ratio_torch'] = paired_ratio(seconds['fast'], seconds['torch'])
     if memory:
         for backend in chainer_backends:
-            result[backend]['peak_mib_train'] = peak_memory(steps[backend]['train'])
+            measure = peak_device_memory if gpu else peak_memory
+            result[backend]['peak_mib_train'] = measure(steps[backend]['train'])
+    if profile and chainer_backends:
+        backend = chainer_backends[0]
+        result[backend]['profile_train'] = profile_step(steps[backend]['train'])
+        for row in result[backend]['profile_train']:
+            log('  {:<10} {:<8} profile {:<40} {:8.2f} ms/step {:5.1f} %'.format(
+                label, backend, row['function'], row['ms_per_step'], 100 * row['share']))
     return result
 
 
-def bench_data_pipeline(batch=128, repeats=20, log=print):
-    """Images/s of the CPU input pipeline exactly as ``train.py`` runs it.
+def _then(fn, after):
+    def step():
+        fn()
+        after()
+    return step
 
-    ``EpochIterator`` picks a shuffled batch from a float32 ``TupleDataset``,
-    ``Converter`` assembles it and applies the default ``crop,mirror``
-    augmentation (one thread: NumPy's copies and ufuncs are single-threaded).
+
+def bench_data_pipeline(batch=128, repeats=20, log=print, device=None):
+    """Images/s of the input pipeline exactly as ``train.py`` runs it, on ``device`` (default: CPU).
+
+    The training set is resident on the device (``resident_arrays``);
+    ``EpochIterator`` hands out shuffled index batches, ``Converter`` gathers
+    each batch there and applies the default ``crop,mirror`` augmentation
+    (vectorised over the batch; on the CPU one thread). On a GPU the rate
+    includes a synchronization after the batches.
     """
     from chainer_cifar.data.augment import Augmenter
-    from chainer_cifar.training.data import Converter, EpochIterator
+    from chainer_cifar.training.data import Converter, EpochIterator, resident_arrays
+    device = device or chainer.get_device('@numpy')
     batches = 8
     rng = numpy.random.RandomState(0)
     x = rng.randn(batch * batches, 3, 32, 32).astype(numpy.float32)
     t = rng.randint(0, 10, batch * batches).astype(numpy.int32)
-    iterator = EpochIterator(chainer.datasets.TupleDataset(x, t), batch, seed=0)
-    convert = Converter(chainer.get_device('@numpy'), Augmenter(('crop', 'mirror'), seed=0))
+    dataset = chainer.datasets.TupleDataset(x, t)
+    iterator = EpochIterator(dataset, batch, seed=0, indices=True)
+    convert = Converter(device, Augmenter(('crop', 'mirror'), seed=0),
+                        resident=resident_arrays(dataset, device, numpy.float32))
+    sync = _synchronizer(device)
 
     def step():
         for _ in range(batches):
             convert(next(iterator))
+        sync()
     rates = [batch * batches / s for s in _time(step, repeats, 2)]
-    log('  data pipeline (EpochIterator + Converter, crop,mirror): {:,.0f} img/s'.format(
-        statistics.median(rates)))
-    return {'rate': statistics.median(rates), 'min': min(rates), 'max': max(rates),
-            'function': 'EpochIterator + Converter(crop,mirror)'}
+    function = 'EpochIterator(indices) + Converter(resident, crop,mirror) on {}'.format(device)
+    log('  data pipeline ({}): {:,.0f} img/s'.format(function, statistics.median(rates)))
+    return {'rate': statistics.median(rates), 'min': min(rates), 'max': max(rates), 'function': function}
 
 
 def set_threads(n):
@@ -428,6 +545,27 @@ def environment():
     return info
 
 
+def _device(gpu):
+    """Chainer's device for ``-g``: ``@numpy`` for a negative id, else ``@cupy:N`` (one clear error without CuPy)."""
+    if gpu < 0:
+        return chainer.get_device('@numpy')
+    if not chainer.backends.cuda.available:
+        raise UserError('-g {} needs CuPy and a CUDA GPU, and CuPy is not available here; use -g -1 for the '
+                        'CPU'.format(gpu))
+    device = chainer.get_device('@cupy:{}'.format(gpu))
+    device.use()
+    return device
+
+
+def _gpu_info(device):
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(device.device.id)
+    name = props.get('name', b'')
+    return {'name': name.decode() if isinstance(name, bytes) else str(name),
+            'total_mib': props.get('totalGlobalMem', 0) / 2 ** 20, 'cupy': cupy.__version__,
+            'cudnn': bool(chainer.backends.cuda.cudnn_enabled)}
+
+
 def _cpu_name():
     try:
         with open('/proc/cpuinfo') as f:
@@ -446,6 +584,9 @@ def format_table(results):
     def get(r, b, k):
         return r.get(b, {}).get(k, {}).get('median')
 
+    def label(r):
+        return r['model'] if r.get('dtype', 'float32') == 'float32' else '{} {}'.format(r['model'], r['dtype'])
+
     def fmt(v):
         return 'n/a' if v is None else '{:.0f}'.format(v)
 
@@ -456,7 +597,7 @@ def format_table(results):
             s, f, t, c = (get(r, b, kind) for b in ('stock', 'fast', 'torch', 'torch_cl'))
             paired = r.get('fast', {}).get(kind, {}).get('paired_ratio_torch')
             lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
-                r['model'], kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s), ratio(f, t),
+                label(r), kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s), ratio(f, t),
                 'n/a' if paired is None else '{:.2f}'.format(paired)))
     return '\n'.join(lines)
 
@@ -476,8 +617,19 @@ def parse_args(argv=None):
     p.add_argument('--no-data', action='store_true', help='skip the data-pipeline rate')
     p.add_argument('--threads', type=int, default=None,
                    help='threads for every library (this package, OpenBLAS, PyTorch); default: theirs')
+    p.add_argument('-g', '--gpu', type=int, default=-1,
+                   help='GPU id (CuPy): Chainer\'s own functions there, data resident on the GPU; '
+                        'negative = CPU')
+    p.add_argument('--dtype', default='float32',
+                   help='comma list of float32, mixed16 (Chainer\'s mixed precision, as train.py --dtype)')
+    p.add_argument('--profile', action='store_true',
+                   help='also list the top Chainer functions of a train step (TimerHook)')
     p.add_argument('--json', help='write the results to this JSON file')
     args = p.parse_args(argv)
+    args.dtype = [d.strip() for d in args.dtype.split(',') if d.strip()]
+    bad_dtypes = sorted(set(args.dtype) - {'float32', 'mixed16'})
+    if bad_dtypes or not args.dtype:
+        raise UserError('--dtype {}: choose from float32, mixed16'.format(','.join(bad_dtypes) or '(empty)'))
     backends = [b.strip() for b in args.backends.split(',') if b.strip()]
     bad = sorted(set(backends) - set(BACKENDS))
     if bad:
@@ -504,11 +656,18 @@ def main(argv=None):
         env['processor'], env['cpus'], env['python'], env['numpy'], env['chainer'], env['torch'],
         ' '.join('{:.2f}'.format(v) for v in env['loadavg_start'])))
     print('# direct convolution kernel: {}'.format(env['direct_conv']))
+    device = _device(args.gpu)
+    env['device'] = str(device)
+    if device.xp is not numpy:
+        env['gpu'] = _gpu_info(device)
+        print('# device: {} ({})'.format(device, env['gpu'].get('name')))
     results = []
     for name in args.models:
-        results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,
-                                   memory=not args.no_memory))
-    data = None if args.no_data else bench_data_pipeline(args.batch)
+        for dtype in args.dtype:
+            results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,
+                                       memory=not args.no_memory, device=device, dtype=dtype,
+                                       profile=args.profile))
+    data = None if args.no_data else bench_data_pipeline(args.batch, device=device)
     env['loadavg_end'] = os.getloadavg()
     print()
     print(format_table(results))
@@ -520,7 +679,9 @@ def main(argv=None):
         mem = ', '.join('{} {:.0f} MiB'.format(b, r[b]['peak_mib_train'])
                         for b in ('fast', 'stock') if 'peak_mib_train' in r.get(b, {}))
         if mem:
-            print('peak traced memory, {} train step batch {}: {}'.format(r['model'], args.batch, mem))
+            what = 'CuPy memory pool' if device.xp is not numpy else 'traced memory'
+            print('peak {}, {}{} train step batch {}: {}'.format(
+                what, r['model'], '' if r['dtype'] == 'float32' else ' ' + r['dtype'], args.batch, mem))
     out = {'environment': env, 'batch': args.batch, 'repeats': args.repeats, 'warmup': args.warmup,
            'argv': sys.argv[1:] if argv is None else list(argv), 'results': results, 'data_pipeline': data}
     if args.json:

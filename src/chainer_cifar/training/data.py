@@ -63,10 +63,13 @@ class EpochIterator(chainer.dataset.Iterator):
     same sequence of batches.
     """
 
-    def __init__(self, dataset, batch_size, seed):
+    def __init__(self, dataset, batch_size, seed, indices=False):
         self.dataset = dataset
         self.batch_size = batch_size
         self.rng = numpy.random.RandomState(seed)
+        # indices=True: each batch is the array of its examples' indices, for a
+        # Converter that holds the whole data set (see resident_arrays).
+        self.indices = indices
         self.reset()
 
     def reset(self):
@@ -80,7 +83,7 @@ class EpochIterator(chainer.dataset.Iterator):
         n = len(self.dataset)
         self._previous_epoch_detail = self.epoch_detail
         idx = self._order[self.current_position:self.current_position + self.batch_size]
-        batch = [self.dataset[int(i)] for i in idx]
+        batch = idx.copy() if self.indices else [self.dataset[int(i)] for i in idx]
         position = self.current_position + len(idx)
         if position >= n:
             self.current_position = 0
@@ -117,22 +120,59 @@ def make_eval_iterator(dataset, batch_size):
 
 
 class Converter(object):
-    """Batches a list of examples onto ``device`` in the compute dtype, then augments them there.
+    """Batches examples onto ``device`` in the compute dtype, then augments them there.
 
     Used by the updater (with the augmenter) and by the evaluators (without).
+    A batch is a list of examples; or, with ``resident`` (the whole data set's
+    ``(x, t)`` already on ``device``, see :func:`resident_arrays`), an array of
+    indices (``EpochIterator(..., indices=True)``), gathered there in one
+    fancy-indexing call: on a GPU the images then never cross the bus again
+    after the first copy.
     """
 
-    def __init__(self, device, augmenter=None):
+    def __init__(self, device, augmenter=None, resident=None):
         self.device = device
         self.augmenter = augmenter
+        self.resident = resident
 
     def __call__(self, batch, device=None):
-        x, t = concat_examples(batch)
-        x = self.device.send(x)
-        t = self.device.send(t)
+        if self.resident is not None:
+            xs, ts = self.resident
+            idx = self.device.send(numpy.asarray(batch))
+            x, t = xs[idx], ts[idx]
+        else:
+            x, t = concat_examples(batch)
+            x = self.device.send(x)
+            t = self.device.send(t)
         dtype = chainer.get_dtype()
         if x.dtype != dtype:
             x = x.astype(dtype)
         if self.augmenter is None:
             return x, t
         return self.augmenter(x, t)
+
+
+def resident_arrays(dataset, device, dtype=None):
+    """The ``(x, t)`` arrays of ``dataset`` on ``device``, ``x`` in ``dtype`` (default: the compute dtype).
+
+    ``dataset`` is a ``TupleDataset`` of ``(x, t)`` arrays or a ``SubDataset``
+    of one (a worker's shard); on the CPU the arrays are used as they are
+    (no copy when the dtype matches). The training set of CIFAR-10 takes
+    553 MiB on the device in float32, half in float16.
+    """
+    x, t = _dataset_arrays(dataset)
+    dtype = numpy.dtype(dtype or chainer.get_dtype())
+    return device.send(x.astype(dtype, copy=False)), device.send(t)
+
+
+def _dataset_arrays(dataset):
+    # Chainer 7.8.1 (the last release): TupleDataset._datasets, SubDataset's _dataset/_start/_finish/_order.
+    if isinstance(dataset, chainer.datasets.TupleDataset) and len(dataset._datasets) == 2:
+        return dataset._datasets
+    if isinstance(dataset, chainer.datasets.SubDataset):
+        x, t = _dataset_arrays(dataset._dataset)
+        order = dataset._order
+        idx = (numpy.arange(dataset._start, dataset._finish) if order is None
+               else numpy.asarray(order)[dataset._start:dataset._finish])
+        return x[idx], t[idx]
+    return concat_examples([dataset[i] for i in range(len(dataset))])

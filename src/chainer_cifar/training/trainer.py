@@ -25,7 +25,8 @@ from chainer_cifar.errors import UserError
 from chainer_cifar.models.registry import create_model
 from chainer_cifar.training import checkpoint, extensions as X
 from chainer_cifar.training.args import model_options
-from chainer_cifar.training.data import Converter, EpochIterator, load_splits, make_eval_iterator
+from chainer_cifar.training.data import (Converter, EpochIterator, load_splits, make_eval_iterator,
+                                         resident_arrays)
 from chainer_cifar.training.schedule import LearningRate, Schedule
 from chainer_cifar.training.updater import AccumulatingUpdater
 
@@ -190,8 +191,9 @@ def _train(args, device, splits, options, predictor, comm=None):
     # augmentation (seed+2): changing --augment does not change the order.
     augmenter = Augmenter(args.augment, seed=args.seed + 2 + offset)
     train_data = splits.train if dist is None else dist.scatter(splits.train, comm, args.seed + 3, True)
-    train_iter = EpochIterator(train_data, args.batch_size, args.seed + 1 + offset)
-    converter = Converter(device, augmenter)
+    # The training set sits on the device once; each batch is gathered there by index.
+    train_iter = EpochIterator(train_data, args.batch_size, args.seed + 1 + offset, indices=True)
+    converter = Converter(device, augmenter, resident=resident_arrays(train_data, device))
     if getattr(args, 'accumulate', 1) > 1:
         updater = AccumulatingUpdater(train_iter, optimizer, converter, args.accumulate)
     else:
