@@ -40,6 +40,17 @@ def _conv_args(case, dtype, rng):
     return x, W, b, s, p
 
 
+def merged_reference(ref, merge, rng):
+    """``(relu?(ref + residual), residual or None, relu)`` for a ``merge`` name like ``'residual_relu'``."""
+    residual = rng.standard_normal(ref.shape).astype(numpy.float32) if 'residual' in merge else None
+    relu = 'relu' in merge
+    if residual is not None:
+        ref = ref + residual
+    if relu:
+        ref = numpy.maximum(ref, 0)
+    return ref, residual, relu
+
+
 def _grads(fn, inputs, gy):
     vs = [chainer.Variable(a) if a is not None else None for a in inputs]
     y = fn(*vs)

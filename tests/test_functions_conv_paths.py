@@ -19,7 +19,7 @@ import chainer_cifar.functions as CF
 from chainer_cifar.functions import _native, convolution as conv
 from test_functions_direct_conv import native_available
 from test_functions import (CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer,
-                            check_convolution_backward, check_convolution_double_backward)
+                            check_convolution_backward, check_convolution_double_backward, merged_reference)
 
 EXTRA_CASES = [
     # (N, C, H, W, O, k, stride, pad, bias): ResNet-like 3x3 pad 1 and the CNN's 5x5 pad 2
@@ -133,13 +133,7 @@ def test_inference_bias_residual_and_relu_in_every_mode(case, merge, mode, threa
         _set_two_images_per_chunk(monkeypatch, case)
     rng = numpy.random.RandomState(5)
     x, W, b, s, p = _conv_args(case, numpy.float32, rng)
-    ref = F.convolution_2d(x, W, b, s, p).array
-    residual = rng.standard_normal(ref.shape).astype(numpy.float32) if 'residual' in merge else None
-    relu = 'relu' in merge
-    if residual is not None:
-        ref = ref + residual
-    if relu:
-        ref = numpy.maximum(ref, 0)
+    ref, residual, relu = merged_reference(F.convolution_2d(x, W, b, s, p).array, merge, rng)
     args = (x, W) if b is None else (x, W, b)
     with chainer.no_backprop_mode():
         y, = conv.Convolution2DFast(s, p, relu=relu, residual=residual).apply(args)

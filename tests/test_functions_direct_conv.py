@@ -20,6 +20,7 @@ import chainer.functions as F
 
 import chainer_cifar.functions as CF
 from chainer_cifar.functions import _direct, _native, _parallel
+from test_functions import merged_reference
 
 
 def native_available():
@@ -70,13 +71,7 @@ def test_direct_kernel_matches_chainer_float64(shape, merge, native, threads):
     x, W, b, rng = _inputs(shape)
     pad = shape[-1]
     b = b if 'bias' in merge else None
-    ref = _reference(x, W, b, pad)
-    residual = rng.standard_normal(ref.shape).astype(numpy.float32) if 'residual' in merge else None
-    relu = 'relu' in merge
-    if residual is not None:
-        ref = ref + residual
-    if relu:
-        ref = numpy.maximum(ref, 0)
+    ref, residual, relu = merged_reference(_reference(x, W, b, pad), merge, rng)
     y = _direct.conv2d_s1(x, W, b, pad[0], pad[1], residual=residual, relu=relu)
     assert y.dtype == numpy.float32 and y.shape == ref.shape
     numpy.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * numpy.sqrt(W[0].size))

@@ -546,14 +546,11 @@ def environment():
 
 
 def _device(gpu):
-    """Chainer's device for ``-g``: ``@numpy`` for a negative id, else ``@cupy:N`` (one clear error without CuPy)."""
-    if gpu < 0:
-        return chainer.get_device('@numpy')
-    if not chainer.backends.cuda.available:
-        raise UserError('-g {} needs CuPy and a CUDA GPU, and CuPy is not available here; use -g -1 for the '
-                        'CPU'.format(gpu))
-    device = chainer.get_device('@cupy:{}'.format(gpu))
-    device.use()
+    """Chainer's device for ``-g``, as ``train.py`` picks it (one clear error without CuPy)."""
+    from chainer_cifar.training.trainer import get_device
+    device = get_device(gpu)
+    if device.xp is not numpy:
+        device.use()
     return device
 
 
