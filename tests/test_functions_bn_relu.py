@@ -1,4 +1,8 @@
-"""BatchNormalization with the fused ReLU (``relu=True``) against Chainer's ``F.relu(F.batch_normalization(...))``."""
+"""BatchNormalization with the fused ReLU (``relu=True``) against Chainer's ``F.relu(F.batch_normalization(...))``.
+
+float32 runs the compiled kernels (``batch_norm.c``) where they are available
+and NumPy otherwise; both are checked here against Chainer and each other.
+"""
 import numpy
 import pytest
 
@@ -8,9 +12,12 @@ from chainer import gradient_check
 
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
+from chainer_cifar.functions import batch_norm as bn
 from chainer_cifar.functions.batch_norm import BatchNormalizationFast
+from test_functions_direct_conv import native_available
 
-SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1)]
+SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1),
+          (3, 5, 5, 5), (2, 3, 32, 32), (2, 4, 7, 3)]  # rows of 25, 1024 and 21: vector tails
 
 
 def _inputs(shape, dtype, seed):
@@ -106,3 +113,47 @@ def test_inference_without_backprop_fuses_the_relu_into_fixed_batch_norm():
     assert type(graph.creator).__name__ == 'ReLU'
     numpy.testing.assert_allclose(fused, stock, rtol=1e-4, atol=1e-4)
     numpy.testing.assert_allclose(graph.array, stock, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_compiled_kernels_match_the_numpy_path(shape, relu, monkeypatch):
+    if not native_available():
+        pytest.skip('the compiled kernels cannot be built here')
+    used = []
+    real = bn._native_lib
+    monkeypatch.setattr(bn, '_native_lib', lambda *a: used.append(real(*a)) or used[-1])
+    x, gamma, beta, rng = _inputs(shape, numpy.float32, 4)
+    x[0] += 30  # a large mean, far from the shift taken from the first group
+    gy = rng.standard_normal(shape).astype(numpy.float32)
+    results = []
+    for native in (True, False):
+        running = [numpy.zeros(shape[1], numpy.float32), numpy.ones(shape[1], numpy.float32)]
+        with chainer.using_config('use_native_kernels', native):
+            vs = [chainer.Variable(a) for a in (x, gamma, beta)]
+            y = CF.batch_normalization(*vs, running_mean=running[0], running_var=running[1], relu=relu)
+            y.grad = gy
+            y.backward()
+        results.append([y.array] + [v.grad for v in vs] + running)
+    assert used[0] is not None and used[1] is not None  # forward and backward ran the kernels
+    assert used[2] is None and used[3] is None
+    for a, r in zip(*results):
+        assert a.dtype == numpy.float32
+        numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_non_contiguous_input_and_gradient_on_the_compiled_path():
+    x, gamma, beta, rng = _inputs((4, 3, 6, 10), numpy.float32, 5)
+    xs = x[:, :, :, ::2]  # a view with strides
+    gys = rng.standard_normal(x.shape).astype(numpy.float32)[:, :, :, 1::2]
+    vs = [chainer.Variable(a) for a in (xs, gamma, beta)]
+    y = CF.batch_normalization(*vs, relu=True)
+    y.grad = gys
+    y.backward()
+    ref = [chainer.Variable(a) for a in (numpy.ascontiguousarray(xs), gamma, beta)]
+    y2 = F.relu(F.batch_normalization(*ref))
+    y2.grad = numpy.ascontiguousarray(gys)
+    y2.backward()
+    numpy.testing.assert_allclose(y.array, y2.array, rtol=1e-4, atol=1e-4)
+    for a, r in zip(vs, ref):
+        numpy.testing.assert_allclose(a.grad, r.grad, rtol=1e-4, atol=1e-4)

@@ -51,7 +51,7 @@ def mode(request, monkeypatch):
         chunk = 2  # images per chunk, set per case below through _chunk_for
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', chunk)
     monkeypatch.setattr(conv, '_WIDE_EXTRA', ratio)
-    with chainer.using_config('use_native_conv', direct):
+    with chainer.using_config('use_native_kernels', direct):
         yield request.param
 
 
@@ -89,7 +89,7 @@ def test_double_backward_float64_wide_and_chunked(case, monkeypatch):
 @pytest.mark.parametrize('wide', [False, True])
 def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
     monkeypatch.setattr(conv, '_WIDE_EXTRA', 100.0 if wide else 0.0)
-    monkeypatch.setattr(chainer.config, 'use_native_conv', False)  # the im2col forward keeps columns
+    monkeypatch.setattr(chainer.config, 'use_native_kernels', False)  # the im2col forward keeps columns
     rng = numpy.random.RandomState(3)
     x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
     gy = rng.standard_normal((5, 4, 8, 8)).astype(numpy.float32)

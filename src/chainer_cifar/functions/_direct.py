@@ -1,14 +1,19 @@
-"""Stride-1 convolutions of float32 NCHW arrays with the compiled direct kernel (``direct_conv.c``).
+"""Convolutions of float32 NCHW arrays with the compiled direct kernel (``direct_conv.c``).
 
-Used by :class:`~chainer_cifar.functions.convolution.Convolution2DFast` for
-the forward pass of stride-1 layers and for the gradient of their input (a
-stride-1 convolution of ``gy`` with the flipped kernel), when
-:func:`usable` says so; everything else stays on im2col + GEMM. The batch is
+Used by :class:`~chainer_cifar.functions.convolution.Convolution2DFast`, when
+:func:`usable` says so, for the forward pass and the input gradient of every
+stride and padding (:func:`grad_x`: a stride-1 convolution of ``gy`` with
+the flipped kernel, the phases of a strided layer's input stacked as
+channels), and for the
+weight gradient of stride-1 layers (:func:`grad_w`); 1x1 layers and strided
+layers' weight gradients stay on GEMM. The batch is
 cut into small runs of images, one per task of the thread pool; each run is
 zero-padded into a cache-sized buffer and convolved by one C call, which
 releases the GIL. Every image is computed the same way whatever the split,
 so results do not depend on the number of threads.
 """
+import collections
+
 import numpy
 
 from chainer_cifar.functions import _native, _parallel
@@ -35,31 +40,34 @@ def pack_weights(W):
     return numpy.ascontiguousarray(wpk.reshape(blocks, _OB, taps).transpose(0, 2, 1))
 
 
-def conv2d_s1(x, W, b, ph, pw, residual=None, relu=False, out=None, packed=None):
-    """``relu?(conv(x, W, stride 1, pad (ph, pw)) + b + residual)`` as a new (or ``out``) NCHW array.
+def conv2d(x, W, b, stride, pad, residual=None, relu=False, out=None, packed=None, out_size=None):
+    """``relu?(conv(x, W, stride, pad) + b + residual)`` as a new (or ``out``) NCHW array.
 
     ``x`` (N, C, H, W) and ``W`` (O, C, kh, kw) float32 (check :func:`usable`);
-    ``b`` (O,) or None; ``residual`` None or the output's shape; ``packed``:
-    :func:`pack_weights` of ``W`` when the caller reuses it.
+    ``b`` (O,) or None; ``stride`` and ``pad`` (top, left) pairs, the pad
+    possibly negative (a crop); ``out_size`` (Ho, Wo) when the bottom and
+    right padding differ from the top and left ones; ``residual`` None or the
+    output's shape; ``packed``: :func:`pack_weights` of ``W`` when the caller
+    reuses it.
     """
     lib = _native.library()
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     o, _, kh, kw = W.shape
-    ho, wo, hp, wp, toff = _geometry(x.shape, kh, kw, ph, pw)
+    g = _geometry(x.shape, kh, kw, stride, pad, out_size)
     wpk = pack_weights(W) if packed is None else packed
     bias = None if b is None else numpy.ascontiguousarray(b, dtype=numpy.float32)
     res = None if residual is None else numpy.ascontiguousarray(residual)
-    y = numpy.empty((n, o, ho, wo), dtype=numpy.float32) if out is None else out
-    assert y.shape == (n, o, ho, wo) and y.flags.c_contiguous and y.dtype == numpy.float32
+    y = numpy.empty((n, o, g.ho, g.wo), dtype=numpy.float32) if out is None else out
+    assert y.shape == (n, o, g.ho, g.wo) and y.flags.c_contiguous and y.dtype == numpy.float32
     assert res is None or (res.shape == y.shape and res.dtype == y.dtype)
 
     def task(ae):
         a, e = ae
-        xp = _pad_images(x[a:e], hp, wp, ph, pw)
-        rc = lib.cc_conv2d_s1_f32(
-            xp.ctypes.data, 0, e - a, c, hp, wp, wpk.ctypes.data, o, toff.ctypes.data, toff.size,
-            None if bias is None else bias.ctypes.data, None if res is None else res[a:e].ctypes.data,
-            y[a:e].ctypes.data, ho, wo, int(bool(relu)))
+        xp = _pad_images(x[a:e], g, pad)
+        rc = lib.cc_conv2d_f32(
+            xp.ctypes.data, 0, e - a, g.istride, g.rstride, wpk.ctypes.data, o, g.toff.ctypes.data,
+            g.toff.size, None if bias is None else bias.ctypes.data,
+            None if res is None else res[a:e].ctypes.data, y[a:e].ctypes.data, g.ho, g.wo, int(bool(relu)))
         if rc != 0:
             raise RuntimeError('direct convolution kernel failed ({})'.format(rc))
     tasks = _parallel.split(n, -(-n // _IMAGES_PER_TASK))
@@ -67,8 +75,59 @@ def conv2d_s1(x, W, b, ph, pw, residual=None, relu=False, out=None, packed=None)
     return y
 
 
-def grad_w_s1(x, gy, kh, kw, ph, pw, bias=False):
-    """``(gW, gb)`` of a stride-1 convolution: ``gW`` (O, C, kh, kw), ``gb`` (O,) with ``bias`` else None.
+def grad_x(gy, W, x_shape, stride, pad, acc=None):
+    """The input gradient (+ ``acc``) of ``conv(x, W, stride, pad)`` for ``gy``, as a new array.
+
+    One stride-1 convolution of ``gy``. At stride 1 its kernel is ``W``
+    flipped. At stride ``(sy, sx)`` the pixels of ``x`` fall into ``sy*sx``
+    phases ``x[py::sy, px::sx]``, each reached by its own subset of the taps
+    (rows ``i = (py + ph) % sy + sy*m``); the kernel stacks the phases as
+    ``sy*sx*C`` output channels over the union of their tap offsets (2x2 for
+    3x3 stride 2: 16 taps for 9, zeros elsewhere), and the phases are then
+    written into ``gx`` (plus ``acc``) by one strided pass each. No zeros
+    inserted into ``gy``, no col2im.
+    """
+    n, c, h, w = x_shape
+    o, _, kh, kw = W.shape
+    (sy, sx), (ph, pw) = stride, pad
+    # Per phase and axis: the taps reaching it, as (tap index, gy offset d - m).
+    rows = [[(i, (py + ph - i) // sy) for i in range((py + ph) % sy, kh, sy)] for py in range(sy)]
+    cols = [[(j, (px + pw - j) // sx) for j in range((px + pw) % sx, kw, sx)] for px in range(sx)]
+    offs_y = [d for r in rows for _, d in r]
+    offs_x = [d for r in cols for _, d in r]
+    if not offs_y or not offs_x:  # no tap reaches any pixel
+        return numpy.zeros(x_shape, numpy.float32) if acc is None else numpy.array(acc, numpy.float32)
+    lo_y, lo_x = min(offs_y), min(offs_x)
+    wu = numpy.zeros((sy * sx, c, o, max(offs_y) - lo_y + 1, max(offs_x) - lo_x + 1), numpy.float32)
+    wt = W.transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+    for py in range(sy):
+        for px in range(sx):
+            for i, dy in rows[py]:
+                for j, dx in cols[px]:
+                    wu[py * sx + px, :, :, dy - lo_y, dx - lo_x] = wt[:, :, i, j]
+    wu = wu.reshape(sy * sx * c, o, wu.shape[3], wu.shape[4])
+    out_size = (len(range(0, h, sy)), len(range(0, w, sx)))  # phase (0, 0) has the most pixels
+    if (sy, sx) == (1, 1):
+        return conv2d(gy, wu, None, (1, 1), (-lo_y, -lo_x), residual=acc, out_size=out_size)
+    y = conv2d(gy, wu, None, (1, 1), (-lo_y, -lo_x), out_size=out_size)
+    gx = numpy.empty(x_shape, dtype=numpy.float32)
+
+    def interleave(a, b):
+        for py in range(sy):
+            for px in range(sx):
+                p = py * sx + px
+                dst = gx[a:b, :, py::sy, px::sx]
+                src = y[a:b, p * c:(p + 1) * c, :dst.shape[2], :dst.shape[3]]
+                if acc is None:
+                    numpy.copyto(dst, src)
+                else:
+                    numpy.add(src, acc[a:b, :, py::sy, px::sx], out=dst)
+    _parallel.run_chunks(interleave, n, gx.size)
+    return gx
+
+
+def grad_w(x, gy, kh, kw, stride, pad, bias=False):
+    """``(gW, gb)`` of a convolution: ``gW`` (O, C, kh, kw), ``gb`` (O,) with ``bias`` else None.
 
     Each task pads its images of ``x`` and adds their products with ``gy``
     into its own ``(O, C*kh*kw)`` sums; the tasks' sums are added in task
@@ -77,16 +136,16 @@ def grad_w_s1(x, gy, kh, kw, ph, pw, bias=False):
     lib = _native.library()
     n, c = x.shape[:2]
     o = gy.shape[1]
-    ho, wo, hp, wp, toff = _geometry(x.shape, kh, kw, ph, pw)
-    assert gy.shape == (n, o, ho, wo) and gy.dtype == numpy.float32
+    g = _geometry(x.shape, kh, kw, stride, pad)
+    assert gy.shape == (n, o, g.ho, g.wo) and gy.dtype == numpy.float32
     gy = numpy.ascontiguousarray(gy)
 
     def task(ae):
         a, e = ae
-        xp = _pad_images(x[a:e], hp, wp, ph, pw)
-        gw = numpy.zeros((o, toff.size), dtype=numpy.float32)
-        rc = lib.cc_conv2d_s1_grad_w_f32(xp.ctypes.data, 0, e - a, c, hp, wp, toff.ctypes.data,
-                                         toff.size, gy[a:e].ctypes.data, o, gw.ctypes.data, ho, wo)
+        xp = _pad_images(x[a:e], g, pad)
+        gw = numpy.zeros((o, g.toff.size), dtype=numpy.float32)
+        rc = lib.cc_conv2d_grad_w_f32(xp.ctypes.data, 0, e - a, g.istride, g.rstride, g.toff.ctypes.data,
+                                      g.toff.size, gy[a:e].ctypes.data, o, gw.ctypes.data, g.ho, g.wo)
         if rc != 0:
             raise RuntimeError('direct convolution kernel failed ({})'.format(rc))
         gb = None
@@ -101,28 +160,56 @@ def grad_w_s1(x, gy, kh, kw, ph, pw, bias=False):
     return gW, gb
 
 
-def _geometry(x_shape, kh, kw, ph, pw):
-    """``(Ho, Wo, Hp, Wp, toff)``: output size, padded size and tap offsets for the kernel.
+_Geometry = collections.namedtuple('_Geometry', 'ho wo sx hp wq toff istride rstride')
 
-    Rows are padded to a whole number of 8-wide vectors plus the kernel's
-    reach, so every vector load stays inside the padded image; ``toff[t]`` is
-    tap ``t = (c, i, j)``'s offset ``c*Hp*Wp + i*Wp + j``.
+
+def _geometry(x_shape, kh, kw, stride, pad, out_size=None):
+    """Output size, padded layout and tap offsets of the kernel's input (see ``direct_conv.c``).
+
+    Each image is ``(C, sx, Hp, Wq)``: channel ``c``'s zero-padded rows, split
+    into ``sx`` phase planes of every ``sx``-th column, so the inputs of 8
+    neighbouring outputs are 8 consecutive floats for any stride. Planes are
+    a whole number of 8-wide vectors plus the kernel's reach wide, so every
+    vector load stays inside the image; ``toff[t]`` is tap ``t = (c, i, j)``'s
+    offset ``((c*sx + j%sx)*Hp + i)*Wq + j//sx``. The padded image starts
+    ``pad`` before the input (after it where negative) and ends where the
+    last output needs it: ``out_size`` sets the outputs, by default
+    symmetric padding's.
     """
     _, c, h, w = x_shape
-    ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    hp, wp = ho + kh - 1, -(-wo // 8) * 8 + kw - 1
-    toff = ((numpy.arange(c, dtype=numpy.int64) * (hp * wp))[:, None, None]
-            + (numpy.arange(kh, dtype=numpy.int64) * wp)[:, None] + numpy.arange(kw)).ravel()
-    return ho, wo, hp, wp, toff
+    (sy, sx), (ph, pw) = stride, pad
+    if out_size is None:
+        out_size = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
+    ho, wo = out_size
+    if ho <= 0 or wo <= 0:
+        raise ValueError('empty convolution output {}'.format(out_size))
+    hp, wq = (ho - 1) * sy + kh, -(-wo // 8) * 8 + (kw - 1) // sx
+    j = numpy.arange(kw, dtype=numpy.int64)
+    toff = (((numpy.arange(c, dtype=numpy.int64)[:, None, None] * sx + j % sx) * hp
+             + numpy.arange(kh, dtype=numpy.int64)[:, None]) * wq + j // sx).ravel()
+    return _Geometry(ho, wo, sx, hp, wq, toff, c * sx * hp * wq, sy * wq)
 
 
-def _pad_images(x, hp, wp, ph, pw):
-    """``x`` (m, C, H, W) at ``[ph:ph+H, pw:pw+W]`` of a new ``(m, C, hp, wp)`` array, zeros around it."""
+def _pad_images(x, g, pad):
+    """``x`` (m, C, H, W) zero-padded by ``pad`` into a new ``(m, C, sx, Hp, Wq)`` array (see :func:`_geometry`)."""
     m, c, h, w = x.shape
-    xp = numpy.empty((m, c, hp, wp), dtype=numpy.float32)
-    xp[:, :, :ph] = 0
-    xp[:, :, ph + h:] = 0
-    xp[:, :, ph:ph + h, :pw] = 0
-    xp[:, :, ph:ph + h, pw + w:] = 0
-    numpy.copyto(xp[:, :, ph:ph + h, pw:pw + w], x)
+    ph, pw = pad
+    sx = g.sx
+    xp = numpy.empty((m, c, sx, g.hp, g.wq), dtype=numpy.float32)
+    # padded row r holds input row r - ph: rows r0..r1-1 hold input, the rest are zeros
+    r0 = min(max(ph, 0), g.hp)
+    r1 = max(r0, min(ph + h, g.hp))
+    xp[:, :, :, :r0] = 0
+    xp[:, :, :, r1:] = 0
+    for q in range(sx):
+        # plane q holds padded columns k*sx + q, i.e. input columns k*sx + q - pw
+        k0 = min(max(0, -(-(pw - q) // sx)), g.wq)
+        k1 = max(k0, min(g.wq, -(-(w + pw - q) // sx)))
+        plane = xp[:, :, q, r0:r1]
+        plane[:, :, :, :k0] = 0
+        plane[:, :, :, k1:] = 0
+        if k1 > k0 and r1 > r0:
+            s0 = k0 * sx + q - pw
+            numpy.copyto(plane[:, :, :, k0:k1],
+                         x[:, :, r0 - ph:r1 - ph, s0:s0 + (k1 - k0 - 1) * sx + 1:sx])
     return xp

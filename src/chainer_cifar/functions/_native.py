@@ -1,16 +1,16 @@
-"""The compiled direct convolution (``direct_conv.c``): built on first use, loaded with ctypes.
+"""The compiled kernels (``direct_conv.c``, ``batch_norm.c``): built on first use, loaded with ctypes.
 
-The C file is compiled once per machine with the system's C compiler
+The C files are compiled once per machine, into one library, with the system's C compiler
 (``$CC``, else ``cc``) into a cache folder, ``$CHAINER_CIFAR_NATIVE_CACHE``,
 else ``$XDG_CACHE_HOME/chainer_cifar`` (``~/.cache/chainer_cifar``), else a
-temporary folder. The library's name carries a hash of the source and the
+temporary folder. The library's name carries a hash of the sources and the
 compiler, and it is written under a temporary name and renamed, so processes
 that start together (MPI ranks, test workers) never load a half-written file.
 
-Everything degrades to the NumPy im2col + GEMM path, which stays the
-reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
+Everything degrades to the NumPy paths (im2col + GEMM, NumPy BatchNorm),
+which stay the reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
 machine, or ``CHAINER_CIFAR_NATIVE=0`` (read at import) /
-``chainer.config.use_native_conv = False`` (at run time). :func:`status`
+``chainer.config.use_native_kernels = False`` (at run time). :func:`status`
 says which, and ``src/bench.py`` records it with every measurement.
 """
 import ctypes
@@ -24,11 +24,12 @@ import threading
 
 import chainer
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'direct_conv.c')
+_SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+            for name in ('direct_conv.c', 'batch_norm.c')]
 _FLAGS = ['-O3', '-shared', '-fPIC', '-fno-math-errno']
 _ENV = os.environ.get('CHAINER_CIFAR_NATIVE', '1').strip().lower()
-if not hasattr(chainer.global_config, 'use_native_conv'):
-    chainer.global_config.use_native_conv = _ENV not in ('0', 'false', 'no', 'off')
+if not hasattr(chainer.global_config, 'use_native_kernels'):
+    chainer.global_config.use_native_kernels = _ENV not in ('0', 'false', 'no', 'off')
 
 _lock = threading.Lock()
 _lib = None  # the loaded library, or False once it is known to be unavailable
@@ -49,7 +50,7 @@ def _build(compiler, source_bytes):
                          + platform.machine().encode()).hexdigest()[:16]
     errors = []
     for folder in _cache_dirs():
-        path = os.path.join(folder, 'direct_conv-{}.so'.format(key))
+        path = os.path.join(folder, 'native-{}.so'.format(key))
         if os.path.exists(path):
             return path
         try:
@@ -60,7 +61,7 @@ def _build(compiler, source_bytes):
             errors.append('{}: {}'.format(folder, e))
             continue
         try:
-            proc = subprocess.run([compiler] + _FLAGS + ['-o', tmp, _SOURCE],
+            proc = subprocess.run([compiler] + _FLAGS + ['-o', tmp] + _SOURCES,
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 raise OSError('{} failed: {}'.format(compiler, (proc.stderr or proc.stdout).strip()[-300:]))
@@ -81,24 +82,32 @@ def _load():
         raise OSError('the kernel is written for x86-64 (AVX2), this is {}'.format(platform.machine()))
     if shutil.which(compiler) is None:
         raise OSError('no C compiler ({!r} not found; set CC)'.format(compiler))
-    with open(_SOURCE, 'rb') as f:
-        path = _build(compiler, f.read())
+    source = b''
+    for name in _SOURCES:
+        with open(name, 'rb') as f:
+            source += f.read()
+    path = _build(compiler, source)
     lib = ctypes.CDLL(path)  # CDLL: calls release the GIL, so the pool's threads run them in parallel
     if not lib.cc_conv_supported():
         raise OSError('this CPU has no AVX2 + FMA')
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.cc_conv2d_s1_f32.argtypes = [p, i64, i64, i64, i64, i64, p, i64, p, i64, p, p, p, i64, i64,
-                                     ctypes.c_int]
-    lib.cc_conv2d_s1_f32.restype = ctypes.c_int
-    lib.cc_conv2d_s1_grad_w_f32.argtypes = [p, i64, i64, i64, i64, i64, p, i64, p, i64, p, i64, i64]
-    lib.cc_conv2d_s1_grad_w_f32.restype = ctypes.c_int
-    _lib, _why = lib, 'built from direct_conv.c: {}'.format(path)
+    lib.cc_conv2d_f32.argtypes = [p, i64, i64, i64, i64, p, i64, p, i64, p, p, p, i64, i64, ctypes.c_int]
+    lib.cc_conv2d_f32.restype = ctypes.c_int
+    lib.cc_conv2d_grad_w_f32.argtypes = [p, i64, i64, i64, i64, p, i64, p, i64, p, i64, i64]
+    lib.cc_conv2d_grad_w_f32.restype = ctypes.c_int
+    lib.cc_bn_stats_f32.argtypes = [p, i64, i64, i64, i64, p, p, p]
+    lib.cc_bn_forward_f32.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, ctypes.c_int]
+    lib.cc_bn_grad_sums_f32.argtypes = [p, p, p, i64, i64, i64, i64, p, p]
+    lib.cc_bn_grad_x_f32.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p]
+    for f in (lib.cc_bn_stats_f32, lib.cc_bn_forward_f32, lib.cc_bn_grad_sums_f32, lib.cc_bn_grad_x_f32):
+        f.restype = ctypes.c_int
+    _lib, _why = lib, 'built from direct_conv.c and batch_norm.c: {}'.format(path)
     return lib
 
 
 def library():
-    """The loaded library, or ``None`` (unavailable, or switched off by ``use_native_conv``)."""
-    if not getattr(chainer.config, 'use_native_conv', True):
+    """The loaded library, or ``None`` (unavailable, or switched off by ``use_native_kernels``)."""
+    if not getattr(chainer.config, 'use_native_kernels', True):
         return None
     if _lib is None:
         with _lock:
@@ -112,7 +121,7 @@ def library():
 
 def status():
     """One line: whether the direct convolution runs here, and why not if it does not."""
-    if not getattr(chainer.config, 'use_native_conv', True):
-        return 'off (use_native_conv is False)'
+    if not getattr(chainer.config, 'use_native_kernels', True):
+        return 'off (use_native_kernels is False)'
     lib = library()
     return ('on ({})'.format(_why)) if lib else 'unavailable: {}'.format(_why)

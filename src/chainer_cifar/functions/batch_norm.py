@@ -32,7 +32,7 @@ import chainer.functions as F
 from chainer import function_node
 from chainer.utils import type_check
 
-from chainer_cifar.functions import _parallel
+from chainer_cifar.functions import _native, _parallel
 from chainer_cifar.functions._elementwise import channel_sums, relu_
 from chainer_cifar.functions._config import use_fast
 
@@ -54,6 +54,22 @@ def _groups(x3):
     n = x3.shape[0]
     per = max(1, _GROUP_ELEMENTS // max(1, x3.shape[1] * x3.shape[2]))
     return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _native_lib(*arrays):
+    """The compiled kernels when every array is float32 and they run here, else None."""
+    if all(a.dtype == numpy.float32 for a in arrays):
+        return _native.library()
+    return None
+
+
+def _ptr(a):
+    return None if a is None else a.ctypes.data
+
+
+def _check(rc):
+    if rc != 0:
+        raise RuntimeError('batch normalization kernel failed ({})'.format(rc))
 
 
 def _sum_groups(parts):
@@ -83,7 +99,8 @@ class BatchNormalizationFast(function_node.FunctionNode):
         x, gamma, beta = inputs
         self.retain_inputs((1,))
         dt = numpy.promote_types(x.dtype, gamma.dtype)
-        x3 = _as3(x)
+        lib = _native_lib(x, gamma)
+        x3 = _as3(x) if lib is None else numpy.ascontiguousarray(_as3(x))
         n, c, r = x3.shape
         m = n * r
         self.m = m
@@ -95,6 +112,10 @@ class BatchNormalizationFast(function_node.FunctionNode):
         k3 = k.astype(dt)[:, None]
 
         def stats(ab):
+            if lib is not None:
+                s = numpy.zeros((2, c))
+                _check(lib.cc_bn_stats_f32(_ptr(x3), ab[0], ab[1], c, r, _ptr(k3), _ptr(s[0]), _ptr(s[1])))
+                return s[0], s[1]
             return channel_sums(numpy.subtract(x3[ab[0]:ab[1]], k3, dtype=dt))
         s1, s2 = _sum_groups(_parallel.map_tasks(stats, groups, x3.size))
         shift_mean = s1 / m
@@ -109,12 +130,16 @@ class BatchNormalizationFast(function_node.FunctionNode):
         # xc = x - mean is kept for backward (x_hat = xc / std);
         # y = xc * (gamma / std) + beta [then max(y, 0)].
         mean3 = mean[:, None]
-        scale = (gamma.astype(dt, copy=False) * inv_std)[:, None]
-        shift = beta.astype(dt, copy=False)[:, None]
+        scale = numpy.ascontiguousarray(gamma.astype(dt, copy=False) * inv_std)[:, None]
+        shift = numpy.ascontiguousarray(beta, dtype=dt)[:, None]
         relu = self.relu
 
         def normalize(ab):
             a, b = ab
+            if lib is not None:
+                _check(lib.cc_bn_forward_f32(_ptr(x3), a, b, c, r, _ptr(mean), _ptr(scale), _ptr(shift),
+                                             _ptr(xc), _ptr(y), int(relu)))
+                return
             xca, ya = xc[a:b], y[a:b]
             numpy.subtract(x3[a:b], mean3, out=xca)
             numpy.multiply(xca, scale, out=ya, casting='same_kind')
@@ -141,19 +166,28 @@ class BatchNormalizationFast(function_node.FunctionNode):
                 "run it under chainer.using_config('use_fast_kernels', False)")
         gamma, = self.get_retained_inputs()
         gy = grad_outputs[0].array
-        g3 = _as3(gy)
         xc = self.xhat  # centred x: x_hat = xc * inv_std
+        lib = _native_lib(gy, xc, gamma.array)
+        g3 = _as3(gy) if lib is None else numpy.ascontiguousarray(_as3(gy))
+        n, c, r = g3.shape
         m = self.m
         dt = xc.dtype
         groups = _groups(g3)
-        if self.relu:
-            y3 = _as3(self.get_retained_outputs()[0].array)
+        y3 = _as3(self.get_retained_outputs()[0].array) if self.relu else None
+        if lib is not None:
+            gr = None  # the kernels re-apply the ReLU's mask on the fly
+        elif self.relu:
             gr = numpy.empty(g3.shape, dtype=g3.dtype)
         else:
             gr = g3
 
         def sums(ab):
             a, b = ab
+            if lib is not None:
+                s = numpy.zeros((2, c))
+                _check(lib.cc_bn_grad_sums_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r, _ptr(s[0]),
+                                               _ptr(s[1])))
+                return s[0], s[1]
             if self.relu:
                 numpy.multiply(g3[a:b], y3[a:b] > 0, out=gr[a:b])
             return channel_sums(gr[a:b], xc[a:b])
@@ -161,12 +195,16 @@ class BatchNormalizationFast(function_node.FunctionNode):
         gbeta = gbeta.astype(dt)
         ggamma = gxc.astype(dt) * self.inv_std
         gx = numpy.empty(g3.shape, dtype=gy.dtype)
-        coef = (gamma.array.astype(dt, copy=False) * self.inv_std)[:, None]
-        a1 = (ggamma * self.inv_std / m)[:, None]
-        a0 = (gbeta / m)[:, None]
+        coef = numpy.ascontiguousarray(gamma.array.astype(dt, copy=False) * self.inv_std)[:, None]
+        a1 = numpy.ascontiguousarray(ggamma * self.inv_std / m)[:, None]
+        a0 = numpy.ascontiguousarray(gbeta / m)[:, None]
 
         def grad_x(ab):
             a, b = ab
+            if lib is not None:
+                _check(lib.cc_bn_grad_x_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r, _ptr(a1), _ptr(a0),
+                                            _ptr(coef), _ptr(gx)))
+                return
             t = numpy.multiply(xc[a:b], a1)
             t += a0
             numpy.subtract(gr[a:b], t, out=t)

@@ -320,9 +320,8 @@ class Convolution2DFast(function_node.FunctionNode):
         if residual is not None and (residual.shape != (n, o, ho, wo) or residual.dtype != x.dtype):
             raise ValueError('residual of shape {} {} does not match the output {} {}'.format(
                 residual.shape, residual.dtype, (n, o, ho, wo), x.dtype))
-        if (self.sy, self.sx) == (1, 1) and _direct.usable(x, W, b):
-            # No columns: backward rebuilds them per chunk for gW.
-            return _direct.conv2d_s1(x, W, b, self.ph, self.pw, residual, relu),
+        if _direct.usable(x, W, b):
+            return _direct.conv2d(x, W, b, (self.sy, self.sx), (self.ph, self.pw), residual, relu),
         k = c * kh * kw
         W2 = W.reshape(o, k)
         # Without a graph, the bias is the GEMM's last weight column, against a
@@ -381,15 +380,19 @@ class Convolution2DFast(function_node.FunctionNode):
         gy = gy.array
         Wa = W.array
         xa = x.array
+        kh, kw = Wa.shape[2:]
+        stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
+        if _direct.usable(gy, Wa):
+            return self._backward_direct(indexes, xa, Wa, gy, stride1)
+        return self._backward_gemm(indexes, xa, Wa, gy, stride1)
+
+    def _backward_gemm(self, indexes, xa, Wa, gy, stride1):
+        """The gradients in ``indexes`` from im2col + GEMM (gW, gb) and GEMM (+ col2im) (gx)."""
         n, c, h, w = self.x_shape
         o, _, kh, kw = Wa.shape
         _, _, ho, wo = gy.shape
         k = c * kh * kw
         W2 = Wa.reshape(o, k)
-        stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
-        if ((self.sy, self.sx) == (1, 1) and _direct.usable(gy, Wa)
-                and (stride1 or 0 not in indexes)):
-            return self._backward_direct(indexes, xa, Wa, gy)
         wf = _flipped(Wa) if 0 in indexes and stride1 else None
         gx = numpy.empty((n, c, h, w), dtype=gy.dtype) if 0 in indexes else None
         acc = self._acc if 0 in indexes else None  # x's gradient from other paths (backward_accumulate)
@@ -448,22 +451,23 @@ class Convolution2DFast(function_node.FunctionNode):
             ret.append(chainer.Variable(gb))
         return tuple(ret)
 
-    def _backward_direct(self, indexes, x, W, gy):
-        """Stride 1 with the compiled kernel: ``gx`` is ``gy`` convolved with the flipped kernel
-        (plus the other paths' gradient, see :meth:`backward_accumulate`), ``gW`` and ``gb`` are
-        sums over the batch; no columns."""
-        kh, kw = W.shape[2:]
+    def _backward_direct(self, indexes, x, W, gy, stride1):
+        """With the compiled kernel: ``gx`` (plus the other paths' gradient, see
+        :meth:`backward_accumulate`) for every stride, ``gW`` and ``gb`` at stride 1.
+
+        A strided layer's ``gW`` stays on im2col + GEMM: the kernel's ran no
+        faster on its short, strided planes (``scripts/native_layers.py``).
+        """
+        stride, pad = (self.sy, self.sx), (self.ph, self.pw)
         ret = []
         if 0 in indexes:
-            w_gx = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-            gx = _direct.conv2d_s1(gy, w_gx, None, kh - 1 - self.ph, kw - 1 - self.pw, residual=self._acc)
-            ret.append(chainer.Variable(gx))
-        if 1 in indexes or 2 in indexes:
-            gW, gb = _direct.grad_w_s1(x, gy, kh, kw, self.ph, self.pw, bias=2 in indexes)
-            if 1 in indexes:
-                ret.append(chainer.Variable(gW))
-            if 2 in indexes:
-                ret.append(chainer.Variable(gb))
+            ret.append(chainer.Variable(_direct.grad_x(gy, W, self.x_shape, stride, pad, acc=self._acc)))
+        rest = tuple(i for i in indexes if i != 0)
+        if rest and stride != (1, 1):
+            ret.extend(self._backward_gemm(rest, x, W, gy, stride1))
+        elif rest:
+            gW, gb = _direct.grad_w(x, gy, W.shape[2], W.shape[3], stride, pad, bias=2 in rest)
+            ret.extend(chainer.Variable(g) for g in (gW if 1 in rest else None, gb) if g is not None)
         self.col = None
         return tuple(ret)
 

@@ -1,4 +1,4 @@
-/* Direct stride-1 2-D convolution in float32 with AVX2 + FMA: no im2col.
+/* Direct 2-D convolution in float32 with AVX2 + FMA: no im2col.
  *
  * Built and loaded at run time by _native.py (cc -O3 -shared -fPIC); the
  * Python side falls back to im2col + GEMM where this cannot be built or the
@@ -54,7 +54,7 @@ TARGET static inline void put(__m256 s, float *yp, const float *rp, int full, __
 /* One image: y[o] = relu?(sum_taps w[o, t] * x[toff[t] + p] + bias[o] + res[o]). */
 TARGET static void conv_image(const float *xn, const int64_t *toff, int64_t taps, const float *wpk,
                               int64_t O, const float *bias, const float *res, float *y,
-                              int64_t Ho, int64_t Wo, int64_t Wp, int relu)
+                              int64_t Ho, int64_t Wo, int64_t rstride, int relu)
 {
     const int64_t nv = (Wo + 7) / 8, total = Ho * nv, plane = Ho * Wo;
     const int tail = (int)(Wo - 8 * (nv - 1));  /* valid lanes of a row's last vector */
@@ -70,7 +70,7 @@ TARGET static void conv_image(const float *xn, const int64_t *toff, int64_t taps
                 /* past the end of the plane: recompute the last vector, store nothing */
                 int64_t q = p + v < total ? p + v : total - 1;
                 int64_t r = q / nv, xv = q % nv;
-                xo[v] = r * Wp + 8 * xv;
+                xo[v] = r * rstride + 8 * xv;
                 yo[v] = r * Wo + 8 * xv;
                 full[v] = xv < nv - 1 || tail == 8;
                 valid[v] = p + v < total;
@@ -105,22 +105,28 @@ TARGET static void conv_image(const float *xn, const int64_t *toff, int64_t taps
     }
 }
 
-/* Images n0..n1-1 of the zero-padded input xp (N, C, Hp, Wp) into y (N, O, Ho, Wo).
+/* Images n0..n1-1 of the zero-padded input xp into y (N, O, Ho, Wo).
  *
- * Wp >= 8*ceil(Wo/8) + kw - 1 and Hp >= Ho + kh - 1, so every vector load is
- * inside the image; toff[t] = c*Hp*Wp + i*Wp + j for the taps t = (c, i, j);
- * wpk is (ceil(O/2), taps, 2): the weights of channels 2b and 2b+1 side by
- * side (zeros for a missing last channel). bias (O) and res (N, O, Ho, Wo)
- * may be NULL. Returns 0, or -1 when this CPU cannot run the kernel.
+ * Output (r, x) of image n reads xp[n*istride + toff[t] + r*rstride + x] for
+ * its taps t = (c, i, j). Stride 1: xp is (N, C, Hp, Wp) with
+ * toff[t] = c*Hp*Wp + i*Wp + j and rstride = Wp. Stride (sy, sx): each
+ * padded row is split into sx phase planes (columns q, q+sx, ...), so the
+ * taps of 8 neighbouring outputs are again 8 consecutive floats:
+ * toff[t] = ((c*sx + j%sx)*Hp + i)*Wq + j/sx, rstride = sy*Wq (_direct.py).
+ * The caller sizes rows and planes so every vector load stays inside the
+ * image. wpk is (ceil(O/2), taps, 2): the weights of channels 2b and 2b+1
+ * side by side (zeros for a missing last channel). bias (O) and res
+ * (N, O, Ho, Wo) may be NULL. Returns 0, or -1 when this CPU cannot run the
+ * kernel.
  */
-int cc_conv2d_s1_f32(const float *xp, int64_t n0, int64_t n1, int64_t C, int64_t Hp, int64_t Wp,
-                     const float *wpk, int64_t O, const int64_t *toff, int64_t taps,
-                     const float *bias, const float *res, float *y, int64_t Ho, int64_t Wo, int relu)
+int cc_conv2d_f32(const float *xp, int64_t n0, int64_t n1, int64_t istride, int64_t rstride,
+                  const float *wpk, int64_t O, const int64_t *toff, int64_t taps,
+                  const float *bias, const float *res, float *y, int64_t Ho, int64_t Wo, int relu)
 {
     if (!cc_conv_supported()) return -1;
     for (int64_t n = n0; n < n1; n++)
-        conv_image(xp + n * C * Hp * Wp, toff, taps, wpk, O, bias,
-                   res ? res + n * O * Ho * Wo : 0, y + n * O * Ho * Wo, Ho, Wo, Wp, relu);
+        conv_image(xp + n * istride, toff, taps, wpk, O, bias,
+                   res ? res + n * O * Ho * Wo : 0, y + n * O * Ho * Wo, Ho, Wo, rstride, relu);
     return 0;
 }
 
@@ -133,7 +139,7 @@ TARGET static inline float hsum(__m256 v)
 }
 
 /* gw (O, taps) += the weight gradient of images n0..n1-1 of the padded input
- * xp (as for cc_conv2d_s1_f32) and gy (N, O, Ho, Wo):
+ * xp (laid out as for cc_conv2d_f32) and gy (N, O, Ho, Wo):
  * gw[o, t] += sum_n sum_p gy[n, o, p] * x[n, toff[t] + p]. Blocks of 3
  * channels x 3 taps (9 accumulators, 3 + 3 loads per 9 FMAs) sweep the
  * output planes of all the images, in order, before their 9 sums are
@@ -143,7 +149,7 @@ TARGET static inline float hsum(__m256 v)
  * lanes past the row add 0 (x there is the padded image, finite). */
 TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstride, const int64_t *toff,
                           int64_t taps, const float *gy, int64_t O, float *gw, int64_t Ho, int64_t Wo,
-                          int64_t Wp)
+                          int64_t rstride)
 {
     const int64_t nv = (Wo + 7) / 8, plane = Ho * Wo;
     const int tail = (int)(Wo - 8 * (nv - 1));
@@ -162,7 +168,7 @@ TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstri
                 const float *xa = xn + toff[t0], *xb = xn + toff[t1], *xc = xn + toff[t2];
                 for (int64_t r = 0; r < Ho; r++) {
                     for (int64_t v = 0; v < nv; v++) {
-                        const int64_t yo = r * Wo + 8 * v, xo = r * Wp + 8 * v;
+                        const int64_t yo = r * Wo + 8 * v, xo = r * rstride + 8 * v;
                         __m256 y0, y1, y2;
                         if (v < nv - 1 || tail == 8) {
                             y0 = _mm256_loadu_ps(g0 + yo); y1 = _mm256_loadu_ps(g1 + yo);
@@ -192,15 +198,15 @@ TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstri
 }
 
 /* gw (O, taps) += the weight gradient of images n0..n1-1 (see grad_w). */
-int cc_conv2d_s1_grad_w_f32(const float *xp, int64_t n0, int64_t n1, int64_t C, int64_t Hp, int64_t Wp,
-                            const int64_t *toff, int64_t taps, const float *gy, int64_t O,
-                            float *gw, int64_t Ho, int64_t Wo)
+int cc_conv2d_grad_w_f32(const float *xp, int64_t n0, int64_t n1, int64_t istride, int64_t rstride,
+                         const int64_t *toff, int64_t taps, const float *gy, int64_t O,
+                         float *gw, int64_t Ho, int64_t Wo)
 {
     if (!cc_conv_supported()) return -1;
-    grad_w(xp, n0, n1, C * Hp * Wp, toff, taps, gy, O, gw, Ho, Wo, Wp);
+    grad_w(xp, n0, n1, istride, toff, taps, gy, O, gw, Ho, Wo, rstride);
     return 0;
 }
 #else
-int cc_conv2d_s1_f32(void) { return -1; }
-int cc_conv2d_s1_grad_w_f32(void) { return -1; }
+int cc_conv2d_f32(void) { return -1; }
+int cc_conv2d_grad_w_f32(void) { return -1; }
 #endif

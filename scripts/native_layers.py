@@ -1,0 +1,102 @@
+"""Time ResNet-20's BatchNorm+ReLU and stride-2 layers with the compiled kernels on and off.
+
+    python scripts/native_layers.py [--repeats 15] [--batch 128] [--threads N]
+
+For each layer it alternates ``use_native_kernels`` on and off within one
+process (so a slow or busy host slows both alike) and prints the median
+forward and backward times of the node, float32, at the batch size given:
+
+- BatchNormalization + ReLU (train mode) at the three stage shapes
+  (16x32x32, 32x16x16, 64x8x8): ``batch_norm.c`` against the NumPy passes;
+- the two stride-2 3x3 convolutions (16 -> 32, 32 -> 64): the direct
+  kernel's forward and weight gradient (the input gradient stays on
+  GEMM + col2im in both modes) against im2col + GEMM.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src'))
+
+import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before Chainer)
+import numpy  # noqa: E402
+
+import chainer  # noqa: E402
+
+import chainer_cifar.functions as CF  # noqa: E402
+from chainer_cifar.functions import _native, _parallel  # noqa: E402
+
+
+def _bn(batch, c, hw, rng):
+    x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
+    gamma = rng.uniform(0.5, 1.5, c).astype(numpy.float32)
+    beta = rng.standard_normal(c).astype(numpy.float32)
+    return (x, gamma, beta), lambda x, g, b: CF.batch_normalization(x, g, b, relu=True)
+
+
+def _conv_s2(batch, c, hw, rng):
+    x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
+    W = (rng.standard_normal((2 * c, c, 3, 3)) * 0.1).astype(numpy.float32)
+    return (x, W), lambda x, W: CF.convolution_2d(x, W, None, 2, 1)
+
+
+LAYERS = [
+    ('bn_relu 16x32x32', _bn, 16, 32),
+    ('bn_relu 32x16x16', _bn, 32, 16),
+    ('bn_relu 64x8x8', _bn, 64, 8),
+    ('conv3x3/2 16->32 at 32x32', _conv_s2, 16, 32),
+    ('conv3x3/2 32->64 at 16x16', _conv_s2, 32, 16),
+]
+
+
+def time_layer(make, batch, c, hw, repeats, seed=0):
+    """``{native: (forward seconds list, backward seconds list)}``, modes alternating every repeat."""
+    rng = numpy.random.RandomState(seed)
+    arrays, f = make(batch, c, hw, rng)
+    gy = None
+    out = {True: ([], []), False: ([], [])}
+    for r in range(repeats + 1):  # the first round warms both modes up and is dropped
+        for native in (True, False):
+            with chainer.using_config('use_native_kernels', native):
+                vs = [chainer.Variable(a) for a in arrays]
+                t0 = time.perf_counter()
+                y = f(*vs)
+                t1 = time.perf_counter()
+                if gy is None:
+                    gy = rng.standard_normal(y.shape).astype(numpy.float32)
+                y.grad = gy
+                y.backward()
+                t2 = time.perf_counter()
+            if r:
+                out[native][0].append(t1 - t0)
+                out[native][1].append(t2 - t1)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--repeats', type=int, default=15)
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--threads', type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        _parallel.set_num_threads(args.threads)
+    if _native.library() is None:
+        sys.exit('error: the compiled kernels do not run here: ' + _native.status())
+    print('# {} | batch {} | {} repeats | threads {} | {}'.format(
+        time.strftime('%Y-%m-%d %H:%M'), args.batch, args.repeats, _parallel.num_threads(),
+        _native.status()))
+    print('| layer | forward, kernel (ms) | forward, NumPy (ms) | backward, kernel (ms) | '
+          'backward, NumPy (ms) | speed-up fwd / bwd |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for name, make, c, hw in LAYERS:
+        t = time_layer(make, args.batch, c, hw, args.repeats)
+        med = {k: [1e3 * numpy.median(v) for v in t[k]] for k in t}
+        print('| {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} / {:.2f} |'.format(
+            name, med[True][0], med[False][0], med[True][1], med[False][1],
+            med[False][0] / med[True][0], med[False][1] / med[True][1]), flush=True)
+
+
+if __name__ == '__main__':
+    main()
