@@ -8,9 +8,10 @@ forward and backward times of the node, float32, at the batch size given:
 
 - BatchNormalization + ReLU (train mode) at the three stage shapes
   (16x32x32, 32x16x16, 64x8x8): ``batch_norm.c`` against the NumPy passes;
-- the two stride-2 3x3 convolutions (16 -> 32, 32 -> 64): the direct
-  kernel's forward and weight gradient (the input gradient stays on
-  GEMM + col2im in both modes) against im2col + GEMM.
+- the two stride-2 3x3 convolutions (16 -> 32, 32 -> 64): the node's
+  forward and backward on the direct kernel against im2col + GEMM, and then
+  the two halves of the backward alone: ``gx`` (the kernel's stacked phases
+  against GEMM + col2im) and ``gW``.
 """
 import argparse
 import os
@@ -25,7 +26,8 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 
 import chainer_cifar.functions as CF  # noqa: E402
-from chainer_cifar.functions import _native, _parallel  # noqa: E402
+from chainer_cifar.functions import _direct, _native, _parallel  # noqa: E402
+from chainer_cifar.functions.convolution import Convolution2DFast  # noqa: E402
 
 
 def _bn(batch, c, hw, rng):
@@ -74,6 +76,34 @@ def time_layer(make, batch, c, hw, repeats, seed=0):
     return out
 
 
+def time_strided_parts(batch, c, hw, repeats, seed=0):
+    """``{part: (kernel seconds list, GEMM seconds list)}`` for ``gx`` and ``gW`` of a 3x3 stride-2 layer."""
+    rng = numpy.random.RandomState(seed)
+    x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
+    W = (rng.standard_normal((2 * c, c, 3, 3)) * 0.1).astype(numpy.float32)
+    gy = rng.standard_normal((batch, 2 * c, hw // 2, hw // 2)).astype(numpy.float32)
+    with chainer.using_config('use_native_kernels', False):
+        node = Convolution2DFast(2, 1)
+        node.apply((x, W))  # sets the node's geometry for _backward_gemm
+    node._acc = None
+    runs = {
+        'gx': (lambda: _direct.grad_x(gy, W, x.shape, (2, 2), (1, 1)),
+               lambda: node._backward_gemm((0,), x, W, gy, False)),
+        'gW': (lambda: _direct.grad_w(x, gy, 3, 3, (2, 2), (1, 1)),
+               lambda: node._backward_gemm((1,), x, W, gy, False)),
+    }
+    out = {}
+    for part, fns in runs.items():
+        out[part] = ([], [])
+        for r in range(repeats + 1):
+            for i, f in enumerate(fns):
+                t0 = time.perf_counter()
+                f()
+                if r:
+                    out[part][i].append(time.perf_counter() - t0)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--repeats', type=int, default=15)
@@ -96,6 +126,15 @@ def main(argv=None):
         print('| {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} / {:.2f} |'.format(
             name, med[True][0], med[False][0], med[True][1], med[False][1],
             med[False][0] / med[True][0], med[False][1] / med[True][1]), flush=True)
+    print()
+    print('| stride-2 layer, one half of the backward | kernel (ms) | GEMM (ms) | speed-up |')
+    print('|---|---:|---:|---:|')
+    for name, make, c, hw in LAYERS:
+        if make is not _conv_s2:
+            continue
+        for part, (k, g) in time_strided_parts(args.batch, c, hw, args.repeats).items():
+            k, g = 1e3 * numpy.median(k), 1e3 * numpy.median(g)
+            print('| {} {} | {:.2f} | {:.2f} | {:.2f} |'.format(name, part, k, g, g / k), flush=True)
 
 
 if __name__ == '__main__':

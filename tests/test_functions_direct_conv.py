@@ -181,8 +181,7 @@ def test_convolution_uses_the_kernel_for_float32_layers_with_several_taps_only(n
 
 @pytest.mark.parametrize('shape', [SHAPES[4], SHAPES[12]])
 def test_training_step_matches_the_im2col_path(shape, native):
-    # The same float32 gradients with the kernel (forward, gx and, at stride 1,
-    # gW and gb) and without it.
+    # The same float32 outputs and gradients with the kernel and without it.
     x, W, b, rng = _inputs(shape, 2)
     pad, stride = shape[6:]
     gy = rng.standard_normal(_reference(x, W, b, pad, stride).shape).astype(numpy.float32)

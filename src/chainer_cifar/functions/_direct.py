@@ -4,9 +4,8 @@ Used by :class:`~chainer_cifar.functions.convolution.Convolution2DFast`, when
 :func:`usable` says so, for the forward pass and the input gradient of every
 stride and padding (:func:`grad_x`: a stride-1 convolution of ``gy`` with
 the flipped kernel, the phases of a strided layer's input stacked as
-channels), and for the
-weight gradient of stride-1 layers (:func:`grad_w`); 1x1 layers and strided
-layers' weight gradients stay on GEMM. The batch is
+channels), and for the weight gradient (:func:`grad_w`); 1x1 layers stay on
+GEMM. The batch is
 cut into small runs of images, one per task of the thread pool; each run is
 zero-padded into a cache-sized buffer and convolved by one C call, which
 releases the GIL. Every image is computed the same way whatever the split,

@@ -383,7 +383,7 @@ class Convolution2DFast(function_node.FunctionNode):
         kh, kw = Wa.shape[2:]
         stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
         if _direct.usable(gy, Wa):
-            return self._backward_direct(indexes, xa, Wa, gy, stride1)
+            return self._backward_direct(indexes, xa, Wa, gy)
         return self._backward_gemm(indexes, xa, Wa, gy, stride1)
 
     def _backward_gemm(self, indexes, xa, Wa, gy, stride1):
@@ -451,21 +451,15 @@ class Convolution2DFast(function_node.FunctionNode):
             ret.append(chainer.Variable(gb))
         return tuple(ret)
 
-    def _backward_direct(self, indexes, x, W, gy, stride1):
+    def _backward_direct(self, indexes, x, W, gy):
         """With the compiled kernel: ``gx`` (plus the other paths' gradient, see
-        :meth:`backward_accumulate`) for every stride, ``gW`` and ``gb`` at stride 1.
-
-        A strided layer's ``gW`` stays on im2col + GEMM: the kernel's ran no
-        faster on its short, strided planes (``scripts/native_layers.py``).
-        """
+        :meth:`backward_accumulate`), ``gW`` and ``gb``, for every stride; no columns."""
         stride, pad = (self.sy, self.sx), (self.ph, self.pw)
         ret = []
         if 0 in indexes:
             ret.append(chainer.Variable(_direct.grad_x(gy, W, self.x_shape, stride, pad, acc=self._acc)))
         rest = tuple(i for i in indexes if i != 0)
-        if rest and stride != (1, 1):
-            ret.extend(self._backward_gemm(rest, x, W, gy, stride1))
-        elif rest:
+        if rest:
             gW, gb = _direct.grad_w(x, gy, W.shape[2], W.shape[3], stride, pad, bias=2 in rest)
             ret.extend(chainer.Variable(g) for g in (gW if 1 in rest else None, gb) if g is not None)
         self.col = None
