@@ -67,6 +67,14 @@ def _inputs(shape, seed=0):
     return x, W, b, rng
 
 
+def _case(shape, seed):
+    """``(x, W, b, pad, stride, gy, rng)`` for a shape of ``SHAPES``, ``gy`` of the output's shape."""
+    x, W, b, rng = _inputs(shape, seed)
+    pad, stride = shape[6:]
+    gy = rng.standard_normal(_reference(x, W, None, pad, stride).shape).astype(numpy.float32)
+    return x, W, b, pad, stride, gy, rng
+
+
 def _reference(x, W, b, pad, stride=1):
     return F.convolution_2d(x.astype(numpy.float64), W.astype(numpy.float64),
                             None if b is None else b.astype(numpy.float64), stride, pad).array
@@ -87,9 +95,7 @@ def test_direct_kernel_matches_chainer_float64(shape, merge, native, threads):
 @pytest.mark.parametrize('bias', [False, True])
 @pytest.mark.parametrize('shape', SHAPES)
 def test_weight_gradient_matches_chainer_float64(shape, bias, native, threads):
-    x, W, b, rng = _inputs(shape, 3)
-    pad, stride = shape[6:]
-    gy = rng.standard_normal(_reference(x, W, None, pad, stride).shape).astype(numpy.float32)
+    x, W, b, pad, stride, gy, _ = _case(shape, 3)
     ref = [chainer.Variable(a.astype(numpy.float64)) for a in (x, W, b)]
     y = F.convolution_2d(ref[0], ref[1], ref[2] if bias else None, stride, pad)
     y.grad = gy.astype(numpy.float64)
@@ -107,9 +113,7 @@ def test_weight_gradient_matches_chainer_float64(shape, bias, native, threads):
 @pytest.mark.parametrize('shape', SHAPES)
 def test_input_gradient_matches_chainer_float64(shape, acc, native, threads):
     # gx (+ the gradient from other paths) per phase of the strided input
-    x, W, _, rng = _inputs(shape, 6)
-    pad, stride = shape[6:]
-    gy = rng.standard_normal(_reference(x, W, None, pad, stride).shape).astype(numpy.float32)
+    x, W, _, pad, stride, gy, rng = _case(shape, 6)
     other = rng.standard_normal(x.shape).astype(numpy.float32) if acc else None
     ref = F.deconvolution_2d(gy.astype(numpy.float64), W.astype(numpy.float64), None, stride, pad,
                              outsize=x.shape[2:]).array
