@@ -1,4 +1,4 @@
-"""Time ResNet-20's BatchNorm+ReLU and stride-2 layers with the compiled kernels on and off.
+"""Time ResNet-20's BatchNorm+ReLU, residual merge and stride-2 layers with the compiled kernels on and off.
 
     python scripts/native_layers.py [--repeats 15] [--batch 128] [--threads N]
 
@@ -8,6 +8,8 @@ forward and backward times of the node, float32, at the batch size given:
 
 - BatchNormalization + ReLU (train mode) at the three stage shapes
   (16x32x32, 32x16x16, 64x8x8): ``batch_norm.c`` against the NumPy passes;
+- the residual merge ``relu(h + s)`` and its gradient at the same shapes:
+  ``elementwise.c`` against NumPy;
 - the two stride-2 3x3 convolutions (16 -> 32, 32 -> 64): the node's
   forward and backward on the direct kernel against im2col + GEMM, and then
   the two halves of the backward alone: ``gx`` (the kernel's stacked phases
@@ -37,6 +39,11 @@ def _bn(batch, c, hw, rng):
     return (x, gamma, beta), lambda x, g, b: CF.batch_normalization(x, g, b, relu=True)
 
 
+def _add_relu(batch, c, hw, rng):
+    h, s = (rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32) for _ in range(2))
+    return (h, s), CF.add_relu
+
+
 def _conv_s2(batch, c, hw, rng):
     x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
     W = (rng.standard_normal((2 * c, c, 3, 3)) * 0.1).astype(numpy.float32)
@@ -47,6 +54,9 @@ LAYERS = [
     ('bn_relu 16x32x32', _bn, 16, 32),
     ('bn_relu 32x16x16', _bn, 32, 16),
     ('bn_relu 64x8x8', _bn, 64, 8),
+    ('add_relu 16x32x32', _add_relu, 16, 32),
+    ('add_relu 32x16x16', _add_relu, 32, 16),
+    ('add_relu 64x8x8', _add_relu, 64, 8),
     ('conv3x3/2 16->32 at 32x32', _conv_s2, 16, 32),
     ('conv3x3/2 32->64 at 16x16', _conv_s2, 32, 16),
 ]
