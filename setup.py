@@ -14,7 +14,7 @@ setup(
     long_description_content_type='text/markdown',
     package_dir={'': 'src'},
     packages=find_packages('src'),
-    package_data={'chainer_cifar.functions': ['direct_conv.c', 'batch_norm.c', 'elementwise.c']},  # compiled on first use (_native.py)
+    package_data={'chainer_cifar.functions': ['direct_conv.c', 'batch_norm.c', 'elementwise.c', 'pooling.c']},  # compiled on first use (_native.py)
     python_requires='>=3.10',
     install_requires=['chainer==7.8.1', 'numpy>=1.20', 'six', 'pillow', 'matplotlib'],
     extras_require={'test': ['pytest'], 'mpi': ['mpi4py>=3.1']},

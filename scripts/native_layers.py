@@ -1,4 +1,4 @@
-"""Time ResNet-20's BatchNorm+ReLU, residual merge and stride-2 layers with the compiled kernels on and off.
+"""Time the layers the compiled kernels take over (ResNet-20's, the CNN's pooling) with the kernels on and off.
 
     python scripts/native_layers.py [--repeats 15] [--batch 128] [--threads N]
 
@@ -13,7 +13,11 @@ forward and backward times of the node, float32, at the batch size given:
 - the two stride-2 3x3 convolutions (16 -> 32, 32 -> 64): the node's
   forward and backward on the direct kernel against im2col + GEMM, and then
   the two halves of the backward alone: ``gx`` (the kernel's stacked phases
-  against GEMM + col2im) and ``gW``.
+  against GEMM + col2im) and ``gW``;
+- max pooling: the article CNN's ReLU + 3x3 stride-2 pooling (one node,
+  ``relu=True``) at its three shapes (64x32x32, 64x16x16, 128x8x8) and the
+  VGG's plain 2x2 pooling (64x32x32): ``pooling.c`` against the separable
+  NumPy passes.
 """
 import argparse
 import os
@@ -50,6 +54,13 @@ def _conv_s2(batch, c, hw, rng):
     return (x, W), lambda x, W: CF.convolution_2d(x, W, None, 2, 1)
 
 
+def _pool(ksize, relu):
+    def make(batch, c, hw, rng):
+        x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
+        return (x,), lambda x: CF.max_pooling_2d(x, ksize, 2, relu=relu)
+    return make
+
+
 LAYERS = [
     ('bn_relu 16x32x32', _bn, 16, 32),
     ('bn_relu 32x16x16', _bn, 32, 16),
@@ -59,6 +70,10 @@ LAYERS = [
     ('add_relu 64x8x8', _add_relu, 64, 8),
     ('conv3x3/2 16->32 at 32x32', _conv_s2, 16, 32),
     ('conv3x3/2 32->64 at 16x16', _conv_s2, 32, 16),
+    ('relu+max_pool 3/2 64x32x32', _pool(3, True), 64, 32),
+    ('relu+max_pool 3/2 64x16x16', _pool(3, True), 64, 16),
+    ('relu+max_pool 3/2 128x8x8', _pool(3, True), 128, 8),
+    ('max_pool 2/2 64x32x32', _pool(2, False), 64, 32),
 ]
 
 

@@ -61,7 +61,7 @@ class RefCNN(chainer.Chain):
     def forward(self, x):
         h = x
         for conv in (self.conv1, self.conv2, self.conv3):
-            h = FL.max_pooling_2d(F.relu(conv(h)), 3, 2)
+            h = FL.max_pooling_2d(conv(h), 3, 2, relu=True)
         h = F.relu(self.l1(F.dropout(h)))
         return self.l2(F.dropout(h))
 

@@ -1,4 +1,4 @@
-"""The compiled kernels (``direct_conv.c``, ``batch_norm.c``, ``elementwise.c``): built on first use, loaded with ctypes.
+"""The compiled kernels (``direct_conv.c``, ``batch_norm.c``, ``elementwise.c``, ``pooling.c``): built on first use, loaded with ctypes.
 
 The C files are compiled once per machine, into one library, with the system's C compiler
 (``$CC``, else ``cc``) into a cache folder, ``$CHAINER_CIFAR_NATIVE_CACHE``,
@@ -8,7 +8,7 @@ compiler, and it is written under a temporary name and renamed, so processes
 that start together (MPI ranks, test workers) never load a half-written file.
 
 Everything degrades to the NumPy paths (im2col + GEMM, NumPy BatchNorm and
-residual merge), which stay the reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
+residual merge and max pooling), which stay the reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
 machine, or ``CHAINER_CIFAR_NATIVE=0`` (read at import) /
 ``chainer.config.use_native_kernels = False`` (at run time). :func:`status`
 says which, and ``src/bench.py`` records it with every measurement.
@@ -25,7 +25,7 @@ import threading
 import chainer
 
 _SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            for name in ('direct_conv.c', 'batch_norm.c', 'elementwise.c')]
+            for name in ('direct_conv.c', 'batch_norm.c', 'elementwise.c', 'pooling.c')]
 _FLAGS = ['-O3', '-shared', '-fPIC', '-fno-math-errno']
 _ENV = os.environ.get('CHAINER_CIFAR_NATIVE', '1').strip().lower()
 if not hasattr(chainer.global_config, 'use_native_kernels'):
@@ -101,10 +101,15 @@ def _load():
     lib.cc_bn_grad_x_f32.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p]
     lib.cc_add_relu_f32.argtypes = [p, p, p, i64]
     lib.cc_masked_grad_f32.argtypes = [p, p, p, i64]
+    lib.cc_maxpool_f32.argtypes = [p] + [i64] * 11 + [p, p, ctypes.c_int]
+    lib.cc_maxpool_grad_f32.argtypes = [p, p] + [i64] * 10 + [p]
+    lib.cc_maxpool_gather_f32.argtypes = [p, p] + [i64] * 10 + [p]
     for f in (lib.cc_bn_stats_f32, lib.cc_bn_forward_f32, lib.cc_bn_grad_sums_f32, lib.cc_bn_grad_x_f32,
-              lib.cc_add_relu_f32, lib.cc_masked_grad_f32):
+              lib.cc_add_relu_f32, lib.cc_masked_grad_f32, lib.cc_maxpool_f32,
+              lib.cc_maxpool_grad_f32, lib.cc_maxpool_gather_f32):
         f.restype = ctypes.c_int
-    _lib, _why = lib, 'built from direct_conv.c, batch_norm.c and elementwise.c: {}'.format(path)
+    names = [os.path.basename(s) for s in _SOURCES]
+    _lib, _why = lib, 'built from {} and {}: {}'.format(', '.join(names[:-1]), names[-1], path)
     return lib
 
 

@@ -9,6 +9,14 @@ Backward adds ``gy`` where the index matches into each slice, stage by stage:
 no scatter with ``numpy.add.at``. Average pooling sums the ``kh*kw`` strided
 slices. Images are split across the cores.
 
+In float32, where the compiled kernels run, max pooling is one pass of
+``pooling.c`` instead: each output is the maximum over its window's taps in a
+register, with its first argmax as one ``int8`` flat tap index, and backward
+adds ``gy`` at that index. ``relu=True`` gives ``max_pooling_2d(relu(x))`` in
+the same pass (the ReLU is monotonic, so it commutes with the maximum; windows
+with no positive value pass no gradient), so a conv -> ReLU -> pool stage
+needs no ReLU node.
+
 Both pooling gradients are FunctionNodes with their own backward, so double
 backpropagation works. Anything not handled here (CuPy, ChainerX,
 ``use_fast_kernels=False``, ``return_indices=True``) goes to Chainer.
@@ -20,7 +28,7 @@ import chainer.functions as F
 from chainer import function_node
 from chainer.utils import type_check
 
-from chainer_cifar.functions import _parallel
+from chainer_cifar.functions import _native, _parallel
 from chainer_cifar.functions._config import use_fast
 
 # Chainer's own functions, captured at import so the fallbacks stay Chainer's
@@ -221,8 +229,85 @@ def _max_2d(geo, x, index, out=None, ih=None, iw=None):
     return y, (ih, iw)
 
 
+def _flat_taps(geo):
+    """``(t, i, j)`` for every tap of the window, ``t = i * kw + j`` (the compiled kernel's index)."""
+    return [(i * geo.kw + j, i, j) for i in range(geo.kh) for j in range(geo.kw)]
+
+
+def _compiled(geo, *arrays):
+    """The compiled kernels when they take these float32 arrays and this window, else None."""
+    if geo.kh * geo.kw > 127 or not all(a.dtype == numpy.float32 for a in arrays):
+        return None
+    return _native.library()
+
+
+def _check(rc, name):
+    if rc != 0:
+        raise RuntimeError('max pooling kernel {} failed ({})'.format(name, rc))
+
+
+def _pool_compiled(geo, x, y, idx, relu):
+    """``y`` (and ``idx`` unless None) with pooling.c, the batch split across the threads."""
+    fn = _native.library().cc_maxpool_f32
+    n, c, h, w = geo.in_shape
+    per_x, per_y = c * h * w, c * geo.ho * geo.wo
+
+    def work(a, b):
+        _check(fn(x.ctypes.data + a * per_x * 4, (b - a) * c, h, w, geo.kh, geo.kw, geo.sy, geo.sx,
+                  geo.ph, geo.pw, geo.ho, geo.wo, y.ctypes.data + a * per_y * 4,
+                  None if idx is None else idx.ctypes.data + a * per_y, int(relu)), 'cc_maxpool_f32')
+    _parallel.run_chunks(work, n, x.size)
+
+
+def _indexed_compiled(name, geo, src, idx, out):
+    """pooling.c's scatter (``name`` ``cc_maxpool_grad_f32``: ``src`` output-sized, ``out``
+    input-sized) or gather (``cc_maxpool_gather_f32``: the other way round) at ``idx``."""
+    fn = getattr(_native.library(), name)
+    n, c, h, w = geo.in_shape
+    small, big = c * geo.ho * geo.wo, c * h * w
+    per_src, per_out = (small, big) if name == 'cc_maxpool_grad_f32' else (big, small)
+
+    def work(a, b):
+        _check(fn(src.ctypes.data + a * per_src * 4, idx.ctypes.data + a * small, (b - a) * c, h, w,
+                  geo.kw, geo.sy, geo.sx, geo.ph, geo.pw, geo.ho, geo.wo,
+                  out.ctypes.data + a * per_out * 4), name)
+    _parallel.run_chunks(work, n, n * big)
+
+
+def _scatter_flat(geo, gy, idx):
+    """Gradient of max pooling from a flat tap index (``-1``: no gradient)."""
+    if _compiled(geo, gy) is not None:
+        gx = numpy.empty(geo.in_shape, dtype=numpy.float32)
+        _indexed_compiled('cc_maxpool_grad_f32', geo, numpy.ascontiguousarray(gy), idx, gx)
+        return gx
+    n, c = gy.shape[:2]
+    gxp = numpy.zeros((n, c, geo.hp, geo.wp), dtype=gy.dtype)
+    mask = numpy.empty(gy.shape, dtype=bool)
+    for t, i, j in _flat_taps(geo):
+        numpy.equal(idx, t, out=mask)
+        geo.window(gxp, i, j)[...] += gy * mask
+    return geo.unpad(gxp)
+
+
+def _gather_flat(geo, ggx, idx):
+    """Adjoint of :func:`_scatter_flat`: each output takes ``ggx`` at its argmax."""
+    out = numpy.empty(idx.shape, dtype=ggx.dtype)
+    if _compiled(geo, ggx) is not None:
+        _indexed_compiled('cc_maxpool_gather_f32', geo, numpy.ascontiguousarray(ggx), idx, out)
+        return out
+    ggxp = geo.padded(ggx, 0)
+    out[...] = 0
+    mask = numpy.empty(idx.shape, dtype=bool)
+    for t, i, j in _flat_taps(geo):
+        numpy.equal(idx, t, out=mask)
+        numpy.copyto(out, geo.window(ggxp, i, j), where=mask)
+    return out
+
+
 def _scatter_max(geo, gy, idx):
     """Gradient of max pooling: ``gy`` added at each window's argmax, stage by stage."""
+    if not isinstance(idx, tuple):
+        return _scatter_flat(geo, gy, idx)
     ih, iw = idx
     n = gy.shape[0]
     gx = numpy.empty(geo.in_shape, dtype=gy.dtype)
@@ -236,6 +321,8 @@ def _scatter_max(geo, gy, idx):
 
 def _gather_max(geo, ggx, idx):
     """Adjoint of :func:`_scatter_max`: each output takes ``ggx`` at its argmax."""
+    if not isinstance(idx, tuple):
+        return _gather_flat(geo, ggx, idx)
     ih, iw = idx
     ggxp = geo.padded(ggx, 0)
     n = ih.shape[0]
@@ -249,9 +336,12 @@ def _gather_max(geo, ggx, idx):
 
 
 class MaxPooling2DFast(function_node.FunctionNode):
+    """Max pooling (of ``relu(x)`` when ``relu``); ``idx`` is the compiled kernel's flat
+    tap index, or the NumPy path's per-stage ``(ih, iw)``, ``-1`` meaning no gradient."""
 
-    def __init__(self, ksize, stride=None, pad=0, cover_all=True):
+    def __init__(self, ksize, stride=None, pad=0, cover_all=True, relu=False):
         self.geo = _Geometry(ksize, stride, pad, cover_all)
+        self.relu = relu
 
     def check_type_forward(self, in_types):
         type_check.expect(in_types.size() == 1)
@@ -265,12 +355,18 @@ class MaxPooling2DFast(function_node.FunctionNode):
         n, c = x.shape[:2]
         y = numpy.empty((n, c, geo.ho, geo.wo), dtype=x.dtype)
         index = chainer.config.enable_backprop
+        if _compiled(geo, x) is not None:
+            self.idx = numpy.empty(y.shape, numpy.int8) if index else None
+            _pool_compiled(geo, numpy.ascontiguousarray(x), y, self.idx, self.relu)
+            return y,
         ih = numpy.empty(y.shape, numpy.int8) if index else None
         iw = numpy.empty((n, c, geo.hp, geo.wo), numpy.int8) if index else None
 
         def work(a, b):
-            _max_2d(geo, x[a:b], index, y[a:b],
-                    ih[a:b] if index else None, iw[a:b] if index else None)
+            xs = numpy.maximum(x[a:b], 0) if self.relu else x[a:b]
+            _max_2d(geo, xs, index, y[a:b], ih[a:b] if index else None, iw[a:b] if index else None)
+            if self.relu and index:
+                ih[a:b][~(y[a:b] > 0)] = -1  # the ReLU passes no gradient there
         _parallel.run_chunks(work, n, x.size)
         self.idx = (ih, iw)
         return y,
@@ -384,11 +480,16 @@ class AveragePooling2DAdjoint(function_node.FunctionNode):
         return AveragePooling2DGrad(self.geo).apply(grad_outputs)
 
 
-def max_pooling_2d(x, ksize, stride=None, pad=0, cover_all=True, return_indices=False):
-    """Drop-in for :func:`chainer.functions.max_pooling_2d` with a fast NumPy path."""
+def max_pooling_2d(x, ksize, stride=None, pad=0, cover_all=True, return_indices=False, relu=False):
+    """Drop-in for :func:`chainer.functions.max_pooling_2d` with a fast NumPy path.
+
+    ``relu=True`` pools ``F.relu(x)`` (in the same pass on the fast path).
+    """
     if not return_indices and use_fast(x) and x.ndim == 4:
-        y, = MaxPooling2DFast(ksize, stride, pad, cover_all).apply((x,))
+        y, = MaxPooling2DFast(ksize, stride, pad, cover_all, relu).apply((x,))
         return y
+    if relu:
+        x = F.relu(x)
     return _chainer_max_pooling_2d(x, ksize, stride, pad, cover_all, return_indices)
 
 

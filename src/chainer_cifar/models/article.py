@@ -52,10 +52,8 @@ class _ConvPoolNet(chainer.Chain):
     def forward(self, x):
         h = x
         for name, needs_relu in self._convs:
-            h = self[name](h)
-            if needs_relu:  # ConvBN applies its own ReLU after BN
-                h = F.relu(h)
-            h = L.max_pooling_2d(h, 3, 2)
+            # relu=True: the pooling node applies the ReLU (ConvBN applies its own after BN)
+            h = L.max_pooling_2d(self[name](h), 3, 2, relu=needs_relu)
         h = F.relu(self.l1(F.dropout(h)))
         return self.l2(F.dropout(h))
 

@@ -34,8 +34,8 @@ class KerasSimpleCNN(chainer.Chain):
             self.fc2 = L.Linear(128, 10, initialW=_glorot())
 
     def forward(self, x):
-        h = F.relu(self.conv2(F.relu(self.conv1(x))))  # 32 -> 30 -> 28
-        h = F.dropout(L.max_pooling_2d(h, 2), 0.25)     # -> 14
+        h = self.conv2(F.relu(self.conv1(x)))                   # 32 -> 30 -> 28
+        h = F.dropout(L.max_pooling_2d(h, 2, relu=True), 0.25)  # ReLU + pool -> 14
         h = F.dropout(F.relu(self.fc1(h)), 0.5)
         return self.fc2(h)
 
