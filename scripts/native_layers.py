@@ -17,7 +17,9 @@ forward and backward times of the node, float32, at the batch size given:
 - max pooling: the article CNN's ReLU + 3x3 stride-2 pooling (one node,
   ``relu=True``) at its three shapes (64x32x32, 64x16x16, 128x8x8) and the
   VGG's plain 2x2 pooling (64x32x32): ``pooling.c`` against the separable
-  NumPy passes.
+  NumPy passes;
+- the direct convolution's padding of one task's 4 images into its layout
+  (``cc_pad_f32`` against NumPy's strided slices) at ResNet-20's shapes.
 """
 import argparse
 import os
@@ -129,6 +131,26 @@ def time_strided_parts(batch, c, hw, repeats, seed=0):
     return out
 
 
+PADS = [('pad 4x16x32x32 3x3', (4, 16, 32, 32), (1, 1)), ('pad 4x32x16x16 3x3', (4, 32, 16, 16), (1, 1)),
+        ('pad 4x64x8x8 3x3', (4, 64, 8, 8), (1, 1)), ('pad 4x16x32x32 3x3/2', (4, 16, 32, 32), (2, 2))]
+
+
+def time_pad(shape, stride, repeats, seed=0):
+    """``{native: seconds list}`` of ``_direct._pad_images`` for a 3x3 pad-1 layer, modes alternating."""
+    x = numpy.random.RandomState(seed).standard_normal(shape).astype(numpy.float32)
+    g = _direct._geometry(shape, 3, 3, stride, (1, 1))
+    out = {True: [], False: []}
+    for r in range(repeats + 1):
+        for native in (True, False):
+            with chainer.using_config('use_native_kernels', native):
+                t0 = time.perf_counter()
+                for _ in range(20):
+                    _direct._pad_images(x, g, (1, 1))
+                if r:
+                    out[native].append((time.perf_counter() - t0) / 20)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--repeats', type=int, default=15)
@@ -160,6 +182,13 @@ def main(argv=None):
         for part, (k, g) in time_strided_parts(args.batch, c, hw, args.repeats).items():
             k, g = 1e3 * numpy.median(k), 1e3 * numpy.median(g)
             print('| {} {} | {:.2f} | {:.2f} | {:.2f} |'.format(name, part, k, g, g / k), flush=True)
+    print()
+    print('| padding of one task (4 images) | C (us) | NumPy (us) | speed-up |')
+    print('|---|---:|---:|---:|')
+    for name, shape, stride in PADS:
+        t = time_pad(shape, stride, args.repeats)
+        k, n = 1e6 * numpy.median(t[True]), 1e6 * numpy.median(t[False])
+        print('| {} | {:.1f} | {:.1f} | {:.2f} |'.format(name, k, n, n / k), flush=True)
 
 
 if __name__ == '__main__':

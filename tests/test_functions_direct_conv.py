@@ -143,6 +143,26 @@ def test_input_gradient_is_the_adjoint_of_the_forward(shape, native):
     numpy.testing.assert_allclose(xv.grad, ref_gx, rtol=1e-5, atol=1e-5 * numpy.sqrt(W.size))
 
 
+@pytest.mark.parametrize('crop', [None, ((-1, -2), (5, 4)), ((-3, 0), (2, 9))])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_compiled_padding_equals_numpys(shape, crop, native):
+    # The kernel's padded layout (phase planes, zero borders, negative pads
+    # cropping, as grad_x asks for) from cc_pad_f32 and from NumPy's slices.
+    x, W = _inputs(shape, 2)[:2]
+    (kh, kw), pad, stride = shape[5], shape[6], shape[7]
+    out_size = None
+    if crop is not None:
+        pad, out_size = crop
+        if x.shape[2] + 2 * pad[0] < kh or x.shape[3] + 2 * pad[1] < kw:
+            pytest.skip('the crop leaves less than one window')
+    g = _direct._geometry(x.shape, kh, kw, stride, pad, out_size)
+    compiled = _direct._pad_images(x, g, pad)
+    with chainer.using_config('use_native_kernels', False):
+        reference = _direct._pad_images(x, g, pad)
+    assert not numpy.shares_memory(compiled, reference)
+    numpy.testing.assert_array_equal(compiled, reference)
+
+
 @pytest.mark.parametrize('stride', [(1, 1), (2, 2)])
 def test_results_do_not_depend_on_threads_or_tasks(stride, native, monkeypatch):
     # The forward computes each image alone: bitwise the same for any split.
