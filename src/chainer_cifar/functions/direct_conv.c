@@ -218,7 +218,7 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 
  * each h x w, into (m, c, sx, hp, wq) phase planes; padded row r holds input
  * row r - ph and plane q's column k holds input column k*sx + q - pw, zeros
  * elsewhere (ph, pw < 0 crop). One pass with a copy per row: NumPy's strided
- * slices did the same at a few GB/s, 10 % of a ResNet-20 step. */
+ * slices did the same more slowly (scripts/native_layers.py times both). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("avx2")))
 #endif
