@@ -17,7 +17,10 @@ from chainer_cifar.functions.batch_norm import BatchNormalizationFast
 from test_functions_direct_conv import native_available
 
 SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1),
-          (3, 5, 5, 5), (2, 3, 32, 32), (2, 4, 7, 3)]  # rows of 25, 1024 and 21: vector tails
+          (3, 5, 5, 5), (2, 3, 32, 32), (2, 4, 7, 3),  # rows of 25, 1024 and 21: vector tails
+          # 65,536 and 72,000 values per channel (batch 128 at 32x32 has 131,072): under NumPy 1
+          # a float32 array divided by that count was float64, which the kernel read as float32
+          (64, 2, 32, 32), (3, 1, 150, 160)]
 
 
 def _inputs(shape, dtype, seed):
@@ -157,3 +160,14 @@ def test_non_contiguous_input_and_gradient_on_the_compiled_path():
     numpy.testing.assert_allclose(y.array, y2.array, rtol=1e-4, atol=1e-4)
     for a, r in zip(vs, ref):
         numpy.testing.assert_allclose(a.grad, r.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_pointers_refuse_arrays_of_the_wrong_dtype_or_layout():
+    # The C side reads raw memory: a float64 or strided array must be an error, not garbage.
+    assert bn._ptr(None) is None
+    assert bn._ptr(numpy.zeros(3, numpy.float32)) is not None
+    assert bn._ptr(numpy.zeros(3), numpy.float64) is not None
+    with pytest.raises(TypeError, match='float32'):
+        bn._ptr(numpy.zeros(3))
+    with pytest.raises(TypeError, match='strided'):
+        bn._ptr(numpy.zeros((3, 4), numpy.float32)[:, ::2])

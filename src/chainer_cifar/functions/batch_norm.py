@@ -63,8 +63,15 @@ def _native_lib(*arrays):
     return None
 
 
-def _ptr(a):
-    return None if a is None else a.ctypes.data
+def _ptr(a, dtype=numpy.float32):
+    """``a``'s address for the kernels, which read it as a C-contiguous ``dtype`` array."""
+    if a is None:
+        return None
+    if a.dtype != dtype or not a.flags.c_contiguous:
+        # The C side cannot tell: a float64 array read as float32 is garbage, not an error.
+        raise TypeError('batch normalization kernel needs a C-contiguous {} array, got {} {}'.format(
+            numpy.dtype(dtype), a.dtype, 'contiguous' if a.flags.c_contiguous else 'strided'))
+    return a.ctypes.data
 
 
 def _check(rc):
@@ -114,7 +121,8 @@ class BatchNormalizationFast(function_node.FunctionNode):
         def stats(ab):
             if lib is not None:
                 s = numpy.zeros((2, c))
-                _check(lib.cc_bn_stats_f32(_ptr(x3), ab[0], ab[1], c, r, _ptr(k3), _ptr(s[0]), _ptr(s[1])))
+                _check(lib.cc_bn_stats_f32(_ptr(x3), ab[0], ab[1], c, r, _ptr(k3), _ptr(s[0], numpy.float64),
+                                           _ptr(s[1], numpy.float64)))
                 return s[0], s[1]
             return channel_sums(numpy.subtract(x3[ab[0]:ab[1]], k3, dtype=dt))
         s1, s2 = _sum_groups(_parallel.map_tasks(stats, groups, x3.size))
@@ -185,8 +193,8 @@ class BatchNormalizationFast(function_node.FunctionNode):
             a, b = ab
             if lib is not None:
                 s = numpy.zeros((2, c))
-                _check(lib.cc_bn_grad_sums_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r, _ptr(s[0]),
-                                               _ptr(s[1])))
+                _check(lib.cc_bn_grad_sums_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r,
+                                               _ptr(s[0], numpy.float64), _ptr(s[1], numpy.float64)))
                 return s[0], s[1]
             if self.relu:
                 numpy.multiply(g3[a:b], y3[a:b] > 0, out=gr[a:b])
@@ -196,8 +204,10 @@ class BatchNormalizationFast(function_node.FunctionNode):
         ggamma = gxc.astype(dt) * self.inv_std
         gx = numpy.empty(g3.shape, dtype=gy.dtype)
         coef = numpy.ascontiguousarray(gamma.array.astype(dt, copy=False) * self.inv_std)[:, None]
-        a1 = numpy.ascontiguousarray(ggamma * self.inv_std / m)[:, None]
-        a0 = numpy.ascontiguousarray(gbeta / m)[:, None]
+        # dtype=dt: under NumPy 1's value-based casting, float32 / m is float64 once m
+        # (images x pixels) no longer fits 16 bits, e.g. batch 128 at 32x32.
+        a1 = numpy.ascontiguousarray(ggamma * self.inv_std / m, dtype=dt)[:, None]
+        a0 = numpy.ascontiguousarray(gbeta / m, dtype=dt)[:, None]
 
         def grad_x(ab):
             a, b = ab
