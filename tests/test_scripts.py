@@ -59,3 +59,41 @@ def test_accumulate_memory_prints_a_peak_per_part(capsys, monkeypatch):
                        capsys.readouterr().out)
     assert [int(p) for p, _, _ in found] == [1, 2]
     assert all(int(peak) > 0 and float(seconds) > 0 for _, peak, seconds in found)
+
+
+def test_gpu_check_on_the_cpu_passes_and_reports_each_mode(capsys):
+    script = _load('gpu_check')
+    assert script.main(['-g', '-1', '--models', 'cnn,resnet20', '--batch', '4']) == 0
+    rows = {(r[0], r[1]): r for r in _rows(capsys.readouterr().out)}
+    assert rows[('resnet20', 'train')][-1] == 'ok'  # deterministic: BatchNorm with batch statistics
+    assert rows[('resnet20', 'test')][-1] == 'ok'
+    assert rows[('cnn', 'test')][-1] == 'ok'
+    assert rows[('cnn', 'train')][-1].startswith('skipped: random layers')  # dropout
+
+
+def test_gpu_check_fails_when_the_device_gradient_is_off(capsys, monkeypatch):
+    script = _load('gpu_check')
+    real = script.pass_once
+
+    def off_by_a_little(model, x, t, train, fast=True):
+        loss, grads = real(model, x, t, train, fast)
+        if not fast:  # the device side
+            name = sorted(grads)[0]
+            grads[name] = grads[name] * (1 + 1e-4)
+        return loss, grads
+    monkeypatch.setattr(script, 'pass_once', off_by_a_little)
+    assert script.main(['-g', '-1', '--models', 'resnet20', '--batch', '4']) == 1
+    out = capsys.readouterr().out
+    assert 'FAIL' in out and '2 check(s) above --rtol' in out
+
+
+def test_gpu_check_without_cupy_is_one_error_line():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip('CuPy is installed here')
+    except ImportError:
+        pass
+    script = _load('gpu_check')
+    with pytest.raises(SystemExit) as e:
+        script.main(['-g', '0', '--models', 'cnn'])
+    assert str(e.value).startswith('error: -g 0 needs CuPy') and '\n' not in str(e.value)
