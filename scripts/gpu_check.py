@@ -122,13 +122,19 @@ def main(argv=None):
         device = _device(args.gpu)
     except UserError as e:
         sys.exit('error: {}'.format(e))
-    print('# device {} against the CPU fast kernels | {} | batch {} | rtol {}'.format(
-        device, args.dtype, args.batch, args.rtol))
-    print('| model | mode | loss difference | worst gradient difference | in | result |')
-    print('|---|---|---:|---:|---|---|')
+    header = ['# device {} against the CPU fast kernels | {} | batch {} | rtol {}'.format(
+        device, args.dtype, args.batch, args.rtol),
+        '| model | mode | loss difference | worst gradient difference | in | result |',
+        '|---|---|---:|---:|---|---|']
     failed = 0
     for spec in [s.strip() for s in args.models.split(',') if s.strip()]:
-        for row in check_model(spec, device, args.batch, dtype):
+        try:
+            rows = check_model(spec, device, args.batch, dtype)
+        except UserError as e:  # an unknown model or option: the registry's one-line message
+            sys.exit('error: {}'.format(e))
+        while header:  # printed once the first model is known to build
+            print(header.pop(0))
+        for row in rows:
             if len(row) == 2:
                 print('| {} | {} | | | | {} |'.format(spec, row[0], row[1]), flush=True)
                 continue

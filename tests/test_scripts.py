@@ -97,3 +97,11 @@ def test_gpu_check_without_cupy_is_one_error_line():
     with pytest.raises(SystemExit) as e:
         script.main(['-g', '0', '--models', 'cnn'])
     assert str(e.value).startswith('error: -g 0 needs CuPy') and '\n' not in str(e.value)
+
+
+def test_gpu_check_with_an_unknown_model_is_one_error_line(capsys):
+    script = _load('gpu_check')
+    with pytest.raises(SystemExit) as e:
+        script.main(['-g', '-1', '--models', 'no_such_model'])
+    assert str(e.value).startswith("error: unknown model 'no_such_model'") and '\n' not in str(e.value)
+    assert capsys.readouterr().out == ''  # no table header before the error

@@ -458,10 +458,12 @@ class Convolution2DFast(function_node.FunctionNode):
         ret = []
         if 0 in indexes:
             ret.append(chainer.Variable(_direct.grad_x(gy, W, self.x_shape, stride, pad, acc=self._acc)))
-        rest = tuple(i for i in indexes if i != 0)
-        if rest:
-            gW, gb = _direct.grad_w(x, gy, W.shape[2], W.shape[3], stride, pad, bias=2 in rest)
-            ret.extend(chainer.Variable(g) for g in (gW if 1 in rest else None, gb) if g is not None)
+        if 1 in indexes or 2 in indexes:
+            gW, gb = _direct.grad_w(x, gy, W.shape[2], W.shape[3], stride, pad, bias=2 in indexes)
+            if 1 in indexes:
+                ret.append(chainer.Variable(gW))
+            if 2 in indexes:
+                ret.append(chainer.Variable(gb))
         self.col = None
         return tuple(ret)
 

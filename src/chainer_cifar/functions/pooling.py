@@ -204,14 +204,19 @@ def _scatter_cols(g, idx, geo):
     return phases
 
 
-def _gather_1d(src, idx, axis, k, s):
-    """Adjoint of :func:`_scatter_1d`: each output takes ``src`` at its argmax."""
-    out = numpy.zeros(idx.shape, dtype=src.dtype)
+def _take_masked(views, idx, out=None):
+    """Adjoint of :func:`_add_masked`: ``out`` takes ``views[t]`` where ``idx == t`` (0 elsewhere)."""
+    out = numpy.zeros(idx.shape, dtype=views[0].dtype) if out is None else out
     mask = numpy.empty(idx.shape, dtype=bool)
-    for t, view in enumerate(_taps(src, axis, k, s, idx.shape[axis])):
+    for t, view in enumerate(views):
         numpy.equal(idx, t, out=mask)
         numpy.copyto(out, view, where=mask)
     return out
+
+
+def _gather_1d(src, idx, axis, k, s):
+    """Adjoint of one stage's scatter: each output takes ``src`` at its argmax."""
+    return _take_masked(_taps(src, axis, k, s, idx.shape[axis]), idx)
 
 
 # Max pooling is separable: the maximum over each row of the window (axis 3),
@@ -229,9 +234,10 @@ def _max_2d(geo, x, index, out=None, ih=None, iw=None):
     return y, (ih, iw)
 
 
-def _flat_taps(geo):
-    """``(t, i, j)`` for every tap of the window, ``t = i * kw + j`` (the compiled kernel's index)."""
-    return [(i * geo.kw + j, i, j) for i in range(geo.kh) for j in range(geo.kw)]
+def _window_taps(geo, a):
+    """Every tap's view of padded ``a``, in row-major window order: view ``t`` is the compiled
+    kernel's flat index ``t = i * kw + j``."""
+    return [geo.window(a, i, j) for i in range(geo.kh) for j in range(geo.kw)]
 
 
 def _compiled(geo, *arrays):
@@ -280,28 +286,18 @@ def _scatter_flat(geo, gy, idx):
         gx = numpy.empty(geo.in_shape, dtype=numpy.float32)
         _indexed_compiled('cc_maxpool_grad_f32', geo, numpy.ascontiguousarray(gy), idx, gx)
         return gx
-    n, c = gy.shape[:2]
-    gxp = numpy.zeros((n, c, geo.hp, geo.wp), dtype=gy.dtype)
-    mask = numpy.empty(gy.shape, dtype=bool)
-    for t, i, j in _flat_taps(geo):
-        numpy.equal(idx, t, out=mask)
-        geo.window(gxp, i, j)[...] += gy * mask
+    gxp = numpy.zeros(gy.shape[:2] + (geo.hp, geo.wp), dtype=gy.dtype)
+    _add_masked(_window_taps(geo, gxp), gy, idx)
     return geo.unpad(gxp)
 
 
 def _gather_flat(geo, ggx, idx):
     """Adjoint of :func:`_scatter_flat`: each output takes ``ggx`` at its argmax."""
-    out = numpy.empty(idx.shape, dtype=ggx.dtype)
     if _compiled(geo, ggx) is not None:
+        out = numpy.empty(idx.shape, dtype=ggx.dtype)
         _indexed_compiled('cc_maxpool_gather_f32', geo, numpy.ascontiguousarray(ggx), idx, out)
         return out
-    ggxp = geo.padded(ggx, 0)
-    out[...] = 0
-    mask = numpy.empty(idx.shape, dtype=bool)
-    for t, i, j in _flat_taps(geo):
-        numpy.equal(idx, t, out=mask)
-        numpy.copyto(out, geo.window(ggxp, i, j), where=mask)
-    return out
+    return _take_masked(_window_taps(geo, geo.padded(ggx, 0)), idx)
 
 
 def _scatter_max(geo, gy, idx):
