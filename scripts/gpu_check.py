@@ -40,18 +40,9 @@ import chainer.functions as F  # noqa: E402
 from chainer_cifar.bench import parse_model_spec  # noqa: E402
 from chainer_cifar.errors import UserError  # noqa: E402
 from chainer_cifar.models import create_model  # noqa: E402
+from chainer_cifar.training import get_device  # noqa: E402
 
 GPU_MODELS = 'cnn,cnnbn,vgg,resnet20,resnet110,residual:res_depth=12'
-
-
-def _device(gpu):
-    if gpu < 0:
-        return chainer.get_device('@numpy')
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        raise UserError('-g {} needs CuPy, which is not installed here; use -g -1 to check on the CPU'.format(gpu))
-    return chainer.get_device('@cupy:{}'.format(gpu))
 
 
 def pass_once(model, x, t, train, fast=True):
@@ -119,7 +110,7 @@ def main(argv=None):
     if args.rtol is None:
         args.rtol = 1e-6 if args.dtype == 'float64' else 0.1
     try:
-        device = _device(args.gpu)
+        device = get_device(args.gpu)
     except UserError as e:
         sys.exit('error: {}'.format(e))
     header = ['# device {} against the CPU fast kernels | {} | batch {} | rtol {}'.format(

@@ -73,13 +73,10 @@ def build_parser():
 
 
 def _device(gpu):
-    import chainer
     if gpu is None or gpu < 0:
         return None
-    try:
-        return chainer.get_device('@cupy:{}'.format(gpu))
-    except Exception as e:
-        raise UserError('cannot use GPU {} ({}); install CuPy or use -g -1'.format(gpu, e))
+    from chainer_cifar.training import get_device
+    return get_device(gpu)
 
 
 def _load(args):

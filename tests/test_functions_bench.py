@@ -121,9 +121,10 @@ def test_bad_bench_flags_are_one_error_line(argv, message, capsys):
     assert len(err) == 1 and message in err[0], err
 
 
-def test_gpu_flag_without_cupy_is_one_error_line(capsys):
-    if chainer.backends.cuda.available:
-        pytest.skip('CuPy is available here')
+def test_gpu_flag_without_a_usable_gpu_is_one_error_line(capsys):
+    from test_train_helpers import gpu_is_usable
+    if gpu_is_usable(0):
+        pytest.skip('GPU 0 is usable here')
     from chainer_cifar.errors import run_main
     assert run_main(bench.main, ['-g', '0', '--models', 'cnn', '--no-torch']) == 2
     err = capsys.readouterr().err.strip().splitlines()

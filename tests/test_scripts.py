@@ -87,16 +87,15 @@ def test_gpu_check_fails_when_the_device_gradient_is_off(capsys, monkeypatch):
     assert 'FAIL' in out and '2 check(s) above --rtol' in out
 
 
-def test_gpu_check_without_cupy_is_one_error_line():
-    try:
-        import cupy  # noqa: F401
-        pytest.skip('CuPy is installed here')
-    except ImportError:
-        pass
+def test_gpu_check_without_a_usable_gpu_is_one_error_line():
+    from test_train_helpers import gpu_is_usable
+    if gpu_is_usable(0):
+        pytest.skip('GPU 0 is usable here')
     script = _load('gpu_check')
     with pytest.raises(SystemExit) as e:
         script.main(['-g', '0', '--models', 'cnn'])
-    assert str(e.value).startswith('error: -g 0 needs CuPy') and '\n' not in str(e.value)
+    message = str(e.value)
+    assert message.startswith('error: -g 0 asks for a GPU, but ') and 'use -g -1' in message and '\n' not in message
 
 
 def test_gpu_check_with_an_unknown_model_is_one_error_line(capsys):

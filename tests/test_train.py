@@ -1,6 +1,8 @@
 """train.py and evaluate.py on tiny models and data: outputs, flags, errors, schedules."""
 import json
 import os
+import sys
+import types
 
 import numpy
 import pytest
@@ -9,10 +11,11 @@ import chainer
 
 import evaluate as evaluate_cli
 import train as train_cli
-from chainer_cifar.errors import run_main
+from chainer_cifar.errors import UserError, run_main
 from chainer_cifar.training import data as tdata
+from chainer_cifar.training import get_device
 from chainer_cifar.training.schedule import Schedule
-from test_train_helpers import TINY, TINY_NAN, load_params, read_log, tiny_argv, write_pickles
+from test_train_helpers import TINY, TINY_NAN, gpu_is_usable, load_params, read_log, tiny_argv, write_pickles
 
 HEADER = 'epoch,train_loss,train_error,valid_loss,valid_error,test_loss,test_error,lr,elapsed'
 
@@ -151,12 +154,52 @@ def test_evaluate_and_test_only_report_the_logged_test_error(data, tmp_path, cap
 ])
 def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(data, tmp_path, capsys, extra, message):
     out = tmp_path / 'out'
-    if extra[:1] == ['-g'] and chainer.backends.cuda.available:
-        pytest.skip('a GPU is available here')
+    if extra[:1] == ['-g'] and gpu_is_usable(0):
+        pytest.skip('GPU 0 is usable here')
     assert run(tiny_argv(data, out) + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
     assert not out.exists() or not os.listdir(str(out))
+
+
+def _fake_cupy(count=None, error=None):
+    def get_device_count():
+        if error is not None:
+            raise error
+        return count
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=get_device_count)))
+
+
+@pytest.mark.parametrize('gpu, cupy, message', [
+    # what CuPy 14 says on a machine with CuPy and the CUDA libraries but no driver (seen here)
+    (0, _fake_cupy(error=RuntimeError('cudaErrorInsufficientDriver: CUDA driver version is\n'
+                                      'insufficient for CUDA runtime version')),
+     '-g 0 asks for a GPU, but CUDA cannot reach one (RuntimeError: cudaErrorInsufficientDriver: '
+     'CUDA driver version is insufficient for CUDA runtime version); use -g -1 to run on the CPU'),
+    (0, _fake_cupy(count=0), '-g 0 asks for a GPU, but CUDA sees none; use -g -1'),
+    (2, _fake_cupy(count=2), '-g 2: there is no such GPU (2 found; ids 0-1)'),
+])
+def test_a_gpu_that_cannot_be_used_is_one_error_line_naming_why(monkeypatch, gpu, cupy, message):
+    monkeypatch.setattr(chainer.backends.cuda, 'available', True)
+    monkeypatch.setitem(sys.modules, 'cupy', cupy)
+    with pytest.raises(UserError) as e:
+        get_device(gpu)
+    assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_without_cupy_the_gpu_error_says_why_it_could_not_be_imported(monkeypatch):
+    monkeypatch.setattr(chainer.backends.cuda, 'available', False)
+    monkeypatch.setattr(chainer.backends.cuda, '_resolution_error',
+                        ImportError("No module named 'cupy'"), raising=False)
+    with pytest.raises(UserError) as e:
+        get_device(1)
+    assert str(e.value) == ("-g 1 asks for a GPU, but CuPy is not installed or cannot be imported "
+                            "(ImportError: No module named 'cupy'); use -g -1 to run on the CPU")
+
+
+def test_a_negative_gpu_id_is_the_cpu():
+    assert get_device(-1).xp is numpy
 
 
 def test_missing_dataset_tells_how_to_make_it(tmp_path, capsys):

@@ -87,3 +87,14 @@ def read_log(path, drop=('elapsed',)):
 def load_params(path):
     with numpy.load(path) as npz:
         return {k: npz[k] for k in npz.files}
+
+
+def gpu_is_usable(gpu=0):
+    """Whether ``-g gpu`` would run here: the tests of its one-line errors skip only then."""
+    from chainer_cifar.errors import UserError
+    from chainer_cifar.training import get_device
+    try:
+        get_device(gpu)
+    except UserError:
+        return False
+    return True

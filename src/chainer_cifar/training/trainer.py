@@ -63,17 +63,35 @@ class Classifier(chainer.Chain):
 
 
 def get_device(gpu):
-    """``-g``: a negative id is the CPU; a GPU needs a working CuPy."""
+    """``-g``: a negative id is the CPU; a GPU needs CuPy and a CUDA driver that can reach it.
+
+    Every way of failing is one :class:`UserError` naming the cause, so that a
+    missing CuPy, a machine without a (recent enough) driver and a wrong id all
+    end in one line instead of a traceback from inside CuPy.
+    """
     if gpu < 0:
         return chainer.get_device('@numpy')
-    if not chainer.backends.cuda.available:
-        raise UserError('-g {} asks for a GPU, but CuPy is not installed or no CUDA GPU is usable; '
-                        'use -g -1 to run on the CPU'.format(gpu))
+    cuda = chainer.backends.cuda
+    if not cuda.available:
+        why = getattr(cuda, '_resolution_error', None)
+        raise UserError('-g {} asks for a GPU, but CuPy is not installed or cannot be imported{}; '
+                        'use -g -1 to run on the CPU'.format(gpu, ' ({})'.format(_one_line(why)) if why else ''))
     import cupy
-    count = cupy.cuda.runtime.getDeviceCount()
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError, whose module moves between CuPy versions
+        raise UserError('-g {} asks for a GPU, but CUDA cannot reach one ({}); '
+                        'use -g -1 to run on the CPU'.format(gpu, _one_line(e)))
+    if count == 0:
+        raise UserError('-g {} asks for a GPU, but CUDA sees none; use -g -1 to run on the CPU'.format(gpu))
     if gpu >= count:
         raise UserError('-g {}: there is no such GPU ({} found; ids 0-{})'.format(gpu, count, count - 1))
     return chainer.get_device('@cupy:{}'.format(gpu))
+
+
+def _one_line(error):
+    text = ' '.join(str(error).split())
+    return '{}: {}'.format(type(error).__name__, text) if text else type(error).__name__
 
 
 def seed_everything(seed, device):
