@@ -19,7 +19,11 @@ forward and backward times of the node, float32, at the batch size given:
   VGG's plain 2x2 pooling (64x32x32): ``pooling.c`` against the separable
   NumPy passes;
 - the direct convolution's padding of one task's 4 images into its layout
-  (``cc_pad_f32`` against NumPy's strided slices) at ResNet-20's shapes.
+  (``cc_pad_f32`` against NumPy's strided slices) at ResNet-20's shapes;
+- the weight gradient's two kernels, channels-last (``grad_w_cl``) against
+  the plane kernel (``grad_w``), at ResNet-20's and the CNN's layer shapes,
+  with the rate in GFLOP/s (the third column says which one ``_direct.py``
+  picks).
 """
 import argparse
 import os
@@ -151,6 +155,36 @@ def time_pad(shape, stride, repeats, seed=0):
     return out
 
 
+GW_LAYERS = [  # (name, C, O, input side, kernel side, stride)
+    ('3x3 16->16 at 32x32', 16, 16, 32, 3, 1), ('3x3 32->32 at 16x16', 32, 32, 16, 3, 1),
+    ('3x3 64->64 at 8x8', 64, 64, 8, 3, 1), ('3x3/2 16->32 at 32x32', 16, 32, 32, 3, 2),
+    ('3x3/2 32->64 at 16x16', 32, 64, 16, 3, 2), ('5x5 32->32 at 16x16', 32, 32, 16, 5, 1),
+    ('5x5 32->64 at 8x8', 32, 64, 8, 5, 1)]
+
+
+def time_grad_w_kernels(batch, c, o, hw, k, stride, repeats, seed=0):
+    """``({kernel: seconds list}, GFLOP, picked kernel)`` of ``_direct.grad_w``, the two kernels alternating."""
+    rng = numpy.random.RandomState(seed)
+    x = rng.standard_normal((batch, c, hw, hw)).astype(numpy.float32)
+    side = (hw + 2 * (k // 2) - k) // stride + 1
+    gy = rng.standard_normal((batch, o, side, side)).astype(numpy.float32)
+    args = (x, gy, k, k, (stride, stride), (k // 2, k // 2))
+    default = _direct._GW_CHANNELS_LAST_MAX_WIDTH
+    picked = 'channels-last' if o % 16 == 0 and side <= default else 'plane'
+    out = {'channels-last': [], 'plane': []}
+    try:
+        for r in range(repeats + 1):
+            for kernel, width in (('channels-last', 10 ** 6), ('plane', -1)):
+                _direct._GW_CHANNELS_LAST_MAX_WIDTH = width
+                t0 = time.perf_counter()
+                _direct.grad_w(*args)
+                if r:
+                    out[kernel].append(time.perf_counter() - t0)
+    finally:
+        _direct._GW_CHANNELS_LAST_MAX_WIDTH = default
+    return out, 2e-9 * batch * o * side * side * c * k * k, picked
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--repeats', type=int, default=15)
@@ -189,6 +223,14 @@ def main(argv=None):
         t = time_pad(shape, stride, args.repeats)
         k, n = 1e6 * numpy.median(t[True]), 1e6 * numpy.median(t[False])
         print('| {} | {:.1f} | {:.1f} | {:.2f} |'.format(name, k, n, n / k), flush=True)
+    print()
+    print('| weight gradient | channels-last (ms) | plane (ms) | picked | speed-up | GFLOP/s, channels-last / plane |')
+    print('|---|---:|---:|---|---:|---:|')
+    for name, c, o, hw, k, stride in GW_LAYERS:
+        t, gflop, picked = time_grad_w_kernels(args.batch, c, o, hw, k, stride, args.repeats)
+        cl, pl = numpy.median(t['channels-last']), numpy.median(t['plane'])
+        print('| {} gW | {:.2f} | {:.2f} | {} | {:.2f} | {:.0f} / {:.0f} |'.format(
+            name, 1e3 * cl, 1e3 * pl, picked, pl / cl, gflop / cl, gflop / pl), flush=True)
 
 
 if __name__ == '__main__':

@@ -55,6 +55,10 @@ SHAPES = [
     (1, 2, 7, 20, 3, (2, 2), (0, 1), (3, 3)),      # stride larger than the kernel: skipped inputs
     (2, 4, 9, 41, 7, (1, 3), (0, 1), (1, 2)),      # kw = 3 over 2 phases, no vertical reach
     (1, 2, 9, 10, 3, (3, 3), (3, 2), (2, 2)),      # strided, padding beyond the kernel's reach
+    # shapes for gW's channels-last kernel (O a multiple of 16, planes at most 16 wide):
+    (1, 2, 12, 13, 16, (5, 5), (2, 2), (1, 1)),    # 50 taps: a last block of 2 of 6 taps, batch 1
+    (3, 5, 9, 11, 48, (3, 3), (1, 1), (2, 2)),     # 3 blocks of 16 channels, 45 taps, odd strided plane
+    (5, 7, 10, 6, 32, (1, 3), (0, 1), (1, 2)),     # kw = 3 over 2 phases, 3-wide rows, 2 tasks
 ]
 
 
@@ -92,9 +96,14 @@ def test_direct_kernel_matches_chainer_float64(shape, merge, native, threads):
     numpy.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * numpy.sqrt(W[0].size))
 
 
+@pytest.mark.parametrize('kernel', ['chosen', 'planes', 'channels_last'])
 @pytest.mark.parametrize('bias', [False, True])
 @pytest.mark.parametrize('shape', SHAPES)
-def test_weight_gradient_matches_chainer_float64(shape, bias, native, threads):
+def test_weight_gradient_matches_chainer_float64(shape, bias, kernel, native, threads, monkeypatch):
+    if kernel == 'channels_last' and shape[4] % 16:
+        pytest.skip('the channels-last kernel takes multiples of 16 channels')
+    if kernel != 'chosen':
+        monkeypatch.setattr(_direct, '_GW_CHANNELS_LAST_MAX_WIDTH', 10 ** 6 if kernel == 'channels_last' else -1)
     x, W, b, pad, stride, gy, _ = _case(shape, 3)
     ref = [chainer.Variable(a.astype(numpy.float64)) for a in (x, W, b)]
     y = F.convolution_2d(ref[0], ref[1], ref[2] if bias else None, stride, pad)

@@ -39,10 +39,14 @@ def test_native_layers_prints_every_layer_with_positive_times(capsys):
     script.main(['--batch', '4', '--repeats', '1'])
     rows = _rows(capsys.readouterr().out)
     names = [r[0] for r in rows]
-    expected = [name for name, *_ in script.LAYERS] + [name for name, *_ in script.PADS]
+    expected = ([name for name, *_ in script.LAYERS] + [name for name, *_ in script.PADS]
+                + [name + ' gW' for name, *_ in script.GW_LAYERS])
     for name in expected:
         assert name in names, name
-    assert sum('gx' in n or 'gW' in n for n in names) == 4  # both halves of both stride-2 layers
+    # both halves of both stride-2 layers, kernel against GEMM
+    assert sum(n.startswith('conv3x3/2') and (n.endswith('gx') or n.endswith('gW')) for n in names) == 4
+    picked = {r[0]: r[3] for r in rows if r[0].endswith(' gW') and not r[0].startswith('conv')}
+    assert picked['3x3 16->16 at 32x32 gW'] == 'plane' and picked['3x3 64->64 at 8x8 gW'] == 'channels-last'
     for row in rows:
         for cell in row[1:]:
             for number in re.findall(r'[0-9.]+', cell):

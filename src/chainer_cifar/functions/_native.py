@@ -95,6 +95,8 @@ def _load():
     lib.cc_conv2d_f32.restype = ctypes.c_int
     lib.cc_conv2d_grad_w_f32.argtypes = [p, i64, i64, i64, i64, p, i64, p, i64, p, i64, i64]
     lib.cc_conv2d_grad_w_f32.restype = ctypes.c_int
+    lib.cc_conv2d_grad_w_cl_f32.argtypes = [p, i64, i64, i64, p, i64, p, i64, p, i64, i64]
+    lib.cc_conv2d_grad_w_cl_f32.restype = ctypes.c_int
     lib.cc_pad_f32.argtypes = [p] + [i64] * 9 + [p]
     lib.cc_pad_f32.restype = ctypes.c_int
     lib.cc_bn_stats_f32.argtypes = [p, i64, i64, i64, i64, p, p, p]

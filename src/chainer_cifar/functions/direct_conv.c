@@ -197,6 +197,68 @@ TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstri
     }
 }
 
+/* gwt (taps, O) += the weight gradient from gy in channels-last order, gyt (m, Ho*Wo, O) with O a
+ * multiple of 16: gwt[t, o] += sum_n sum_p gyt[n, p, o] * x[n, toff[t] + r*rstride + c], p = r*Wo + c.
+ * Blocks of 16 channels (2 vectors) x 6 taps: per output position 2 loads of gy and 6 broadcasts of x
+ * feed 12 FMAs into 12 accumulators, which hold whole channel vectors, so no horizontal sums and no
+ * masked row tails. On 8x8 and 16x16 planes this ran 1.3-2.4x faster than grad_w (whose 3x3 blocks
+ * finish each plane in a few vectors and then pay 9 horizontal sums); on 32x32 planes with 16
+ * channels it was 0.9-1.2x, so _direct.py uses it for planes at most 16 wide. A missing tap of the
+ * last block repeats the previous one and is not stored. */
+TARGET static void grad_w_cl(const float *xp, int64_t m, int64_t xstride, const int64_t *toff, int64_t taps,
+                             const float *gyt, int64_t O, float *gwt, int64_t Ho, int64_t Wo, int64_t rstride)
+{
+    const int64_t P = Ho * Wo;
+    for (int64_t o0 = 0; o0 < O; o0 += 16) {
+        for (int64_t t0 = 0; t0 < taps; t0 += 6) {
+            int64_t tt[6];
+            for (int k = 0; k < 6; k++) tt[k] = toff[t0 + k < taps ? t0 + k : taps - 1];
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00,
+                   a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00;
+            for (int64_t n = 0; n < m; n++) {
+                const float *xn = xp + n * xstride, *g = gyt + n * P * O + o0;
+                const float *x0 = xn + tt[0], *x1 = xn + tt[1], *x2 = xn + tt[2], *x3 = xn + tt[3],
+                            *x4 = xn + tt[4], *x5 = xn + tt[5];
+                for (int64_t r = 0; r < Ho; r++) {
+                    for (int64_t c = r * rstride, end = c + Wo; c < end; c++, g += O) {
+                        const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
+                        __m256 b = _mm256_broadcast_ss(x0 + c);
+                        a00 = _mm256_fmadd_ps(g0, b, a00); a10 = _mm256_fmadd_ps(g1, b, a10);
+                        b = _mm256_broadcast_ss(x1 + c);
+                        a01 = _mm256_fmadd_ps(g0, b, a01); a11 = _mm256_fmadd_ps(g1, b, a11);
+                        b = _mm256_broadcast_ss(x2 + c);
+                        a02 = _mm256_fmadd_ps(g0, b, a02); a12 = _mm256_fmadd_ps(g1, b, a12);
+                        b = _mm256_broadcast_ss(x3 + c);
+                        a03 = _mm256_fmadd_ps(g0, b, a03); a13 = _mm256_fmadd_ps(g1, b, a13);
+                        b = _mm256_broadcast_ss(x4 + c);
+                        a04 = _mm256_fmadd_ps(g0, b, a04); a14 = _mm256_fmadd_ps(g1, b, a14);
+                        b = _mm256_broadcast_ss(x5 + c);
+                        a05 = _mm256_fmadd_ps(g0, b, a05); a15 = _mm256_fmadd_ps(g1, b, a15);
+                    }
+                }
+            }
+            const __m256 lo[6] = {a00, a01, a02, a03, a04, a05}, hi[6] = {a10, a11, a12, a13, a14, a15};
+            for (int k = 0; k < 6 && t0 + k < taps; k++) {
+                float *d = gwt + (t0 + k) * O + o0;
+                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), lo[k]));
+                _mm256_storeu_ps(d + 8, _mm256_add_ps(_mm256_loadu_ps(d + 8), hi[k]));
+            }
+        }
+    }
+}
+
+/* gwt (taps, O) += the weight gradient of the m images of xp from gyt (m, Ho*Wo, O) (see grad_w_cl).
+ * Returns -1 when this CPU cannot run the kernel, -2 when O is not a multiple of 16. */
+int cc_conv2d_grad_w_cl_f32(const float *xp, int64_t m, int64_t istride, int64_t rstride,
+                            const int64_t *toff, int64_t taps, const float *gyt, int64_t O,
+                            float *gwt, int64_t Ho, int64_t Wo)
+{
+    if (!cc_conv_supported()) return -1;
+    if (O % 16) return -2;
+    grad_w_cl(xp, m, istride, toff, taps, gyt, O, gwt, Ho, Wo, rstride);
+    return 0;
+}
+
 /* gw (O, taps) += the weight gradient of images n0..n1-1 (see grad_w). */
 int cc_conv2d_grad_w_f32(const float *xp, int64_t n0, int64_t n1, int64_t istride, int64_t rstride,
                          const int64_t *toff, int64_t taps, const float *gy, int64_t O,
@@ -209,6 +271,7 @@ int cc_conv2d_grad_w_f32(const float *xp, int64_t n0, int64_t n1, int64_t istrid
 #else
 int cc_conv2d_f32(void) { return -1; }
 int cc_conv2d_grad_w_f32(void) { return -1; }
+int cc_conv2d_grad_w_cl_f32(void) { return -1; }
 #endif
 
 /* ceil(a / b) for b > 0 and any sign of a. */
