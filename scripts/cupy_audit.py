@@ -65,7 +65,11 @@ def resolve(name):
 
 
 def main():
-    import cupy
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a CUDA library that fails to load
+        sys.exit('error: CuPy cannot be imported here ({}: {}); this audit needs CuPy and its CUDA libraries, '
+                 'not a GPU'.format(type(e).__name__, ' '.join(str(e).split())[:200]))
     dirs = [os.path.dirname(chainer.__file__)]
     try:
         import chainermn

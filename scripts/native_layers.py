@@ -169,8 +169,8 @@ def time_grad_w_kernels(batch, c, o, hw, k, stride, repeats, seed=0):
     side = (hw + 2 * (k // 2) - k) // stride + 1
     gy = rng.standard_normal((batch, o, side, side)).astype(numpy.float32)
     args = (x, gy, k, k, (stride, stride), (k // 2, k // 2))
+    picked = 'channels-last' if _direct.gw_takes_channels_last(o, side) else 'plane'
     default = _direct._GW_CHANNELS_LAST_MAX_WIDTH
-    picked = 'channels-last' if o % 16 == 0 and side <= default else 'plane'
     out = {'channels-last': [], 'plane': []}
     try:
         for r in range(repeats + 1):

@@ -108,3 +108,32 @@ def test_gpu_check_with_an_unknown_model_is_one_error_line(capsys):
         script.main(['-g', '-1', '--models', 'no_such_model'])
     assert str(e.value).startswith("error: unknown model 'no_such_model'") and '\n' not in str(e.value)
     assert capsys.readouterr().out == ''  # no table header before the error
+
+
+def test_cupy_audit_finds_dotted_cupy_names_with_where_they_are_used(tmp_path):
+    script = _load('cupy_audit')
+    pkg = tmp_path / 'pkg'
+    pkg.mkdir()
+    (pkg / 'a.py').write_text('import cupy\nx = cuda.cupy.cuda.cudnn.foo(cupyx.scipy.special)\n')
+    (pkg / 'b.txt').write_text('cupy.not_python\n')
+    found = script.uses([str(pkg)])
+    assert dict(found) == {'cupy.cuda.cudnn.foo': ['pkg/a.py:2'], 'cupyx.scipy.special': ['pkg/a.py:2']}
+
+
+def test_cupy_audit_resolves_attributes_and_submodules_and_names_the_first_missing_part():
+    script = _load('cupy_audit')
+    assert script.resolve('numpy.linalg.norm') is None
+    assert script.resolve('os.path.join') is None
+    assert script.resolve('numpy.linalg.no_such_name').startswith('numpy.linalg.no_such_name: ModuleNotFoundError')
+
+
+def test_cupy_audit_without_cupy_is_one_error_line():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip('CuPy is importable here')
+    except Exception:
+        pass
+    with pytest.raises(SystemExit) as e:
+        _load('cupy_audit').main()
+    message = str(e.value)
+    assert message.startswith('error: CuPy cannot be imported here (') and '\n' not in message

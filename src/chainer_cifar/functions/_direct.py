@@ -142,7 +142,7 @@ def grad_w(x, gy, kh, kw, stride, pad, bias=False):
     g = _geometry(x.shape, kh, kw, stride, pad)
     assert gy.shape == (n, o, g.ho, g.wo) and gy.dtype == numpy.float32
     gy = numpy.ascontiguousarray(gy)
-    channels_last = o % 16 == 0 and g.wo <= _GW_CHANNELS_LAST_MAX_WIDTH
+    channels_last = gw_takes_channels_last(o, g.wo)
     taps = g.toff.size
 
     def task(ae):
@@ -171,6 +171,11 @@ def grad_w(x, gy, kh, kw, stride, pad, bias=False):
         gW = numpy.ascontiguousarray(gW.T)
     gb = _parallel.sum_in_order(p[1] for p in parts) if bias else None
     return gW.reshape(o, c, kh, kw), gb
+
+
+def gw_takes_channels_last(o, wo):
+    """Whether :func:`grad_w` runs the channels-last kernel for ``o`` channels on planes ``wo`` wide."""
+    return o % 16 == 0 and wo <= _GW_CHANNELS_LAST_MAX_WIDTH
 
 
 _Geometry = collections.namedtuple('_Geometry', 'ho wo sx hp wq toff istride rstride')
