@@ -3,11 +3,15 @@
 
     python src/compare.py list
     python src/compare.py run resnet20-paper --seeds 1,2,3,4,5 -g 0
+    python src/compare.py run resnet20-paper --scale partial --seeds 1,2,3 -g 0
     python src/compare.py report results/resnet20-paper/*_log.csv --out report.md --plot curves.png
 
-Flags after the preset name that are not compare.py's own are passed to
-train.py and recorded as changes to the recipe (``--iter 1 --subset 256`` for a
-smoke test); such runs are reported apart from the published numbers.
+``--scale partial`` runs the partial-set protocol (the recipe with its schedule
+shortened for the 8,336-image partial archive; see
+``chainer_cifar.results.presets``). Flags after the preset name that are not
+compare.py's own are passed to train.py and recorded as changes to the recipe
+(``--iter 1 --subset 256`` for a smoke test); such runs are reported apart from
+the published numbers and from the partial-set protocol.
 """
 import argparse
 import glob
@@ -22,7 +26,7 @@ from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets, report, runs  # noqa: E402
 
 # Where the run happens and how much it prints are not part of the recipe.
-_NOT_RECIPE = {'-g', '--gpu'}             # flags with a value
+_NOT_RECIPE = {'-g', '--gpu', '--resume'}  # flags with a value
 _NOT_RECIPE_SWITCHES = {'--quiet'}        # flags without one
 
 
@@ -34,7 +38,10 @@ def build_parser():
     r = sub.add_parser('run', help='train a preset once per seed (extra flags go to train.py)')
     r.add_argument('preset', help='a preset name (see `compare.py list`)')
     r.add_argument('--seeds', default='1', help='comma-separated seeds, e.g. 1,2,3,4,5')
-    r.add_argument('--runs_dir', default='results', help='runs go to RUNS_DIR/PRESET/')
+    r.add_argument('--scale', choices=presets.SCALES, default='full',
+                   help='full = the published recipe; partial = the partial-set protocol (default: %(default)s)')
+    r.add_argument('--runs_dir', default='results',
+                   help='runs go to RUNS_DIR/PRESET/ (RUNS_DIR/partial/PRESET/ with --scale partial)')
     rep = sub.add_parser('report', help='table and plot from <prefix>_log.csv files')
     rep.add_argument('logs', nargs='+', help='<prefix>_log.csv files or folders holding them')
     rep.add_argument('--out', help='write the Markdown table here (default: print it)')
@@ -68,19 +75,19 @@ def _recipe_changes(extra):
     return changes
 
 
-def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None):
-    """Train preset ``name`` once per seed through train.py; return the log paths."""
-    preset = presets.get_preset(name)
+def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None, scale='full'):
+    """Train preset ``name`` at ``scale`` once per seed through train.py; return the log paths."""
+    recipe = presets.recipe(name, scale)
     if train_main is None:
         import train
         train_main = train.main
-    out = os.path.join(runs_dir, name)
+    out = presets.run_dir(runs_dir, name, scale)
     logs = []
     for seed in seeds:
         prefix = '{}_s{}'.format(name, seed)
-        argv = list(preset.args) + ['-p', prefix, '--out', out, '--seed', str(seed)] + list(extra)
-        sidecar = {'preset': name, 'seed': seed, 'overrides': _recipe_changes(extra),
-                   'argv': argv}
+        argv = recipe + ['-p', prefix, '--out', out, '--seed', str(seed)] + list(extra)
+        sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
+                   'overrides': _recipe_changes(extra), 'argv': argv}
         os.makedirs(out, exist_ok=True)
         atomic_write(os.path.join(out, prefix + runs.PRESET_SUFFIX),
                      lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
@@ -127,8 +134,8 @@ def main(argv=None):
         for name, description, numbers in presets.describe():
             print('{:<28s} {:<75s} {}'.format(name, description, numbers))
     elif args.command == 'run':
-        logs = run_preset(args.preset, _seeds(args.seeds), args.runs_dir, extra)
-        folder = os.path.join(args.runs_dir, args.preset)
+        logs = run_preset(args.preset, _seeds(args.seeds), args.runs_dir, extra, scale=args.scale)
+        folder = presets.run_dir(args.runs_dir, args.preset, args.scale)
         write_report(logs, os.path.join(folder, 'report.md'), os.path.join(folder, 'test_error.png'))
     else:
         write_report(find_logs(args.logs), args.out, args.plot)

@@ -179,7 +179,8 @@ def test_table_reports_params_device_epochs_and_wall_time(tmp_path):
 
 
 def test_quiet_and_gpu_are_not_recipe_changes():
-    assert compare._recipe_changes(['-g', '0', '--quiet', '--iter', '4', '--gpu=1']) == ['--iter', '4']
+    assert compare._recipe_changes(['-g', '0', '--quiet', '--iter', '4', '--gpu=1', '--resume', 'a.snapshot']) == [
+        '--iter', '4']
 
 
 def test_a_stopped_seed_stops_the_series(tmp_path):
@@ -244,3 +245,73 @@ def test_every_preset_runs_a_short_schedule_on_the_real_partial_archive(name, mi
     assert 'Not comparable' in text and '## Full CIFAR-10' not in text
     for p in published.published_for(name):
         assert '({}'.format(p.source) not in text
+
+
+# The partial-set protocol
+
+def test_partial_scale_keeps_each_sources_schedule_fractions():
+    full_schedules = {'he2016': (182, [91, 137]), 'huang2016': (500, [250, 375]), 'article': (300, [100, 200]),
+                      'keras': (200, [80, 120, 160])}
+    for name, preset in presets.PRESETS.items():
+        full, partial = presets.recipe(name, 'full'), presets.recipe(name, 'partial')
+        epochs = int(partial[partial.index('--iter') + 1])
+        decay = [int(e) for e in partial[partial.index('--lr_decay_iter') + 1].split(',')]
+        if len(decay) == 1:  # the article's "every N epochs"
+            decay = list(range(decay[0], epochs, decay[0]))
+        full_epochs, full_decay = full_schedules[preset.source]
+        assert int(full[full.index('--iter') + 1]) == full_epochs, name
+        # The same fractions of the run, to the nearest epoch (137/182 of 40 epochs is 30.1).
+        assert decay == [round(d * epochs / full_epochs) for d in full_decay], name
+        assert epochs >= 30, name
+        # Only the schedule changes.
+        strip = lambda a: [v for i, v in enumerate(a) if v not in ('--iter', '--lr_decay_iter')  # noqa: E731
+                           and (i == 0 or a[i - 1] not in ('--iter', '--lr_decay_iter'))]
+        assert strip(full) == strip(partial), name
+
+
+def test_unknown_scale_is_one_error():
+    with pytest.raises(UserError, match='unknown scale'):
+        presets.recipe('resnet20-paper', 'tiny')
+
+
+def test_run_at_partial_scale_writes_to_the_partial_folder_and_records_the_scale(tmp_path):
+    seen = []
+    compare.run_preset('resnet20-paper', [1], str(tmp_path), ['-g', '-1'], scale='partial',
+                       train_main=lambda argv: seen.append(argv))
+    argv = seen[0]
+    assert argv[argv.index('--iter') + 1] == '40' and argv[argv.index('--lr_decay_iter') + 1] == '20,30'
+    assert argv[argv.index('--out') + 1] == str(tmp_path / 'partial' / 'resnet20-paper')
+    sidecar = json.loads((tmp_path / 'partial' / 'resnet20-paper' / 'resnet20-paper_s1_preset.json').read_text())
+    assert (sidecar['scale'], sidecar['framework'], sidecar['overrides']) == ('partial', 'chainer', [])
+
+
+def write_protocol_run(folder, prefix, rows, framework='chainer', overrides=(), dataset=MINI, device='@cupy:0'):
+    path = write_run(folder, prefix, rows, dataset=dataset, overrides=overrides, device=device)
+    sidecar = json.loads((folder / (prefix + '_preset.json')).read_text())
+    sidecar.update(scale='partial', framework=framework)
+    (folder / (prefix + '_preset.json')).write_text(json.dumps(sidecar))
+    return path
+
+
+def test_partial_protocol_runs_get_their_own_table_with_the_control_beside_them(tmp_path):
+    logs = [write_protocol_run(tmp_path, 'c{}'.format(i), [(0.3, 0.3), (0.2, 0.2 + i / 100)]) for i in range(3)]
+    logs += [write_protocol_run(tmp_path, 't{}'.format(i), [(0.3, 0.3), (0.2, 0.21 + i / 100)],
+                                framework='pytorch', device='cuda:0') for i in range(3)]
+    groups = report.group_runs([runs.load_run(p) for p in logs])
+    assert [g.protocol for g in groups] == [True, True] and not any(g.comparable for g in groups)
+    text = report.table(groups)
+    assert '## Partial CIFAR-10, the partial-set protocol' in text and 'Not comparable with published' not in text
+    assert '| resnet20-paper | Chainer | 3 | 21.00 ± 1.00 | 20.00 |' in text
+    assert '| resnet20-paper | PyTorch control | 3 | 22.00 ± 1.00 | 21.00 |' in text
+    assert '| 10.0 | 0.3 | GPU (@cupy:0) |' in text and 'GPU (cuda:0)' in text  # s / epoch, min / run
+    assert 'he2016' not in text and '8.75' not in text
+
+
+def test_partial_scale_with_a_subset_or_changes_is_not_the_protocol(tmp_path):
+    a = write_protocol_run(tmp_path / 'a', 'a', [(0.3, 0.3)], overrides=['--iter', '1'])
+    b = write_protocol_run(tmp_path / 'b', 'b', [(0.3, 0.3)])
+    run_b = runs.load_run(b)
+    run_b.meta['args']['subset'] = 8
+    groups = report.group_runs([runs.load_run(a)]) + report.group_runs([run_b])
+    assert [g.protocol for g in groups] == [False, False]
+    assert 'Not comparable with published numbers' in report.table(groups)

@@ -2,7 +2,7 @@
 
 float64: ``chainer.gradient_check`` (first order, and second order where the
 node supports it); float32: outputs and gradients equal to Chainer's within
-tolerance. Small shapes only; timings live in src/bench.py.
+tolerance. Small shapes only; timings live in tools/bench.py.
 """
 import numpy
 import pytest

@@ -1,4 +1,4 @@
-"""Smoke tests of the measurement scripts in scripts/: they run, on tiny sizes, and print their tables.
+"""Smoke tests of the measurement tools in tools/: they run, on tiny sizes, and print their tables.
 
 The timings themselves mean nothing here; what is pinned down is that the
 scripts the docs cite still run against the current code and print one row
@@ -12,11 +12,11 @@ import pytest
 
 from test_functions_direct_conv import native_available
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts')
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools')
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, name + '.py'))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, name + '.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

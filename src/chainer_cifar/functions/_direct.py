@@ -213,7 +213,7 @@ def _pad_images(x, g, pad):
 
     One C pass (``cc_pad_f32``) for a contiguous float32 ``x``, else NumPy's
     strided copies (the reference; 1.1-1.6x slower on ResNet-20's shapes,
-    ``scripts/native_layers.py``).
+    ``tools/native_layers.py``).
     """
     m, c, h, w = x.shape
     ph, pw = pad

@@ -11,7 +11,7 @@ Everything degrades to the NumPy paths (im2col + GEMM, NumPy BatchNorm and
 residual merge and max pooling), which stay the reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
 machine, or ``CHAINER_CIFAR_NATIVE=0`` (read at import) /
 ``chainer.config.use_native_kernels = False`` (at run time). :func:`status`
-says which, and ``src/bench.py`` records it with every measurement.
+says which, and ``tools/bench.py`` records it with every measurement.
 """
 import ctypes
 import hashlib

@@ -1,10 +1,15 @@
-"""Group runs, compute statistics over seeds, write the Markdown table and the curves plot.
+"""Group runs, compute statistics over seeds, write the Markdown tables and the curves plot.
 
-Runs are comparable with a published number only when they used the full
-CIFAR-10 and the preset's recipe unchanged. Everything else (the offline
-partial archive, ``--subset``, a shortened schedule) goes to a separate table
-that shows no published number and no difference, so the two are never set
-side by side as if comparable.
+Three tables, never mixed:
+
+* runs comparable with a published number: the full CIFAR-10 and the preset's
+  recipe unchanged;
+* the partial-set protocol (``compare.py run PRESET --scale partial`` on the
+  partial archive, unchanged): each preset's Chainer runs beside the runs of
+  the independent PyTorch control (``tools/torch_control.py``), with no
+  published number;
+* everything else (``--subset``, a changed recipe, an unknown dataset), shown
+  for what it is.
 """
 import collections
 import math
@@ -14,7 +19,9 @@ from chainer_cifar.errors import UserError
 from chainer_cifar.results import runs as runs_
 from chainer_cifar.results.published import published_for
 
-Group = collections.namedtuple('Group', 'key label preset modified summaries dataset comparable')
+Group = collections.namedtuple('Group', 'key label preset modified summaries dataset comparable scale framework '
+                                         'protocol')
+FRAMEWORKS = {'chainer': 'Chainer', 'pytorch': 'PyTorch control'}
 
 _IGNORED_ARGS = {'seed', 'prefix', 'out', 'resume', 'gpu', 'communicator'}
 
@@ -22,7 +29,8 @@ _IGNORED_ARGS = {'seed', 'prefix', 'out', 'resume', 'gpu', 'communicator'}
 def group_key(run):
     """Runs of one preset (with the same changes), or else of the same flags but the seed."""
     if run.preset.get('preset'):
-        return ('preset', run.preset['preset'], tuple(run.preset.get('overrides') or ()))
+        return ('preset', run.preset['preset'], run.preset.get('scale', 'full'),
+                run.preset.get('framework', 'chainer'), tuple(run.preset.get('overrides') or ()))
     args = run.meta.get('args') or {}
     return ('args',) + tuple(sorted((k, repr(v)) for k, v in args.items() if k not in _IGNORED_ARGS))
 
@@ -41,8 +49,16 @@ def group_runs(runs):
         dataset, comparable = datasets.pop()
         preset = members[0].preset.get('preset')
         overrides = list(members[0].preset.get('overrides') or [])
+        scale = members[0].preset.get('scale', 'full')
+        framework = members[0].preset.get('framework', 'chainer')
         if preset:
-            label = preset + (' (modified: {})'.format(' '.join(overrides)) if overrides else '')
+            label = preset
+            if scale != 'full':
+                label += ' [{} scale]'.format(scale)
+            if framework != 'chainer':
+                label += ' ({})'.format(FRAMEWORKS.get(framework, framework))
+            if overrides:
+                label += ' (modified: {})'.format(' '.join(overrides))
         else:
             args = members[0].meta.get('args') or {}
             label = args.get('model') or members[0].prefix
@@ -51,8 +67,11 @@ def group_runs(runs):
         if unfinished:
             label += ' [not finished: {}]'.format(', '.join(unfinished))
         summaries = sorted((runs_.summarize(r) for r in members), key=lambda s: s.run.path)
+        unchanged = bool(preset) and not overrides and not unfinished
+        # The partial-set protocol is defined on the whole partial archive: no --subset.
+        protocol = unchanged and scale == 'partial' and dataset.startswith('PARTIAL') and 'used)' not in dataset
         groups.append(Group(key, label, preset, bool(overrides), summaries, dataset,
-                            comparable and bool(preset) and not overrides and not unfinished))
+                            comparable and unchanged and scale == 'full', scale, framework, protocol))
     return groups
 
 
@@ -82,8 +101,12 @@ def _params(group):
 def _device(group):
     devices = []
     for s in group.summaries:
-        d = str((s.run.meta or {}).get('device') or '-')
-        d = {'@numpy': 'CPU (@numpy)'}.get(d, 'GPU ({})'.format(d) if d.startswith('@cupy') else d)
+        meta = s.run.meta or {}
+        d = str(meta.get('device') or '-')
+        d = {'@numpy': 'CPU (@numpy)', 'cpu': 'CPU'}.get(
+            d, 'GPU ({})'.format(d) if d.startswith(('@cupy', 'cuda')) else d)
+        if meta.get('device_name'):
+            d = '{} {}'.format(meta['device_name'], d)
         if d not in devices:
             devices.append(d)
     return ', '.join(devices)
@@ -102,11 +125,47 @@ def _wall(group):
     return '{:.1f} h'.format(m / 3600) if m >= 3600 else '{:.0f} s'.format(m)
 
 
+def _per_epoch(group):
+    walls = [s.wall_seconds / s.epochs for s in group.summaries if s.wall_seconds and s.epochs]
+    return '{:.1f}'.format(sum(walls) / len(walls)) if walls else '-'
+
+
+def _minutes(group):
+    walls = [s.wall_seconds for s in group.summaries if s.wall_seconds is not None]
+    return '{:.1f}'.format(sum(walls) / len(walls) / 60) if walls else '-'
+
+
+def protocol_table(groups):
+    """Markdown lines of the partial-set protocol: per preset, Chainer then the PyTorch control."""
+    from chainer_cifar.results.presets import PRESETS
+    order = list(PRESETS)
+    groups = sorted(groups, key=lambda g: (order.index(g.preset) if g.preset in order else len(order),
+                                           g.framework != 'chainer', g.framework))
+    out = ['## Partial CIFAR-10, the partial-set protocol', '',
+           'Each preset\'s recipe with its schedule shortened for the partial archive (`compare.py run PRESET '
+           '--scale partial`), beside the independent PyTorch control where one was run. Not comparable with '
+           'the published numbers, which need the full CIFAR-10.', '',
+           '| preset | framework | n | test error at best valid, % (mean ± std) | best run | final epoch, % | '
+           'params | epochs | s / epoch | min / run | device |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+    for g in groups:
+        m, s = mean_std([x.test_at_best for x in g.summaries])
+        fm, fs = mean_std([x.final_test_error for x in g.summaries])
+        best = min(x.test_at_best for x in g.summaries)
+        out.append('| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} |'.format(
+            g.preset, FRAMEWORKS.get(g.framework, g.framework), len(g.summaries), _pm(m, s), best,
+            _pm(fm, fs), _params(g), _epochs(g), _per_epoch(g), _minutes(g), _device(g)))
+    datasets = sorted({g.dataset for g in groups})
+    out += ['', 'Data: {}.'.format('; '.join(datasets)), '']
+    return out
+
+
 def table(groups):
-    """The Markdown report: comparable runs against published numbers, then the rest."""
+    """The Markdown report: comparable runs against published numbers, the partial-set protocol, the rest."""
     out = []
     comparable = [g for g in groups if g.comparable]
-    other = [g for g in groups if not g.comparable]
+    protocol = [g for g in groups if g.protocol]
+    other = [g for g in groups if not g.comparable and not g.protocol]
     head = ('| model | n | test error at best valid, % (mean ± std) | best run | final epoch, % | '
             'published, % | difference | params | epochs | wall time / run | device |')
     rule = '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|'
@@ -125,6 +184,8 @@ def table(groups):
                 g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), published, diff,
                 _params(g), _epochs(g), _wall(g), _device(g)))
         out.append('')
+    if protocol:
+        out += protocol_table(protocol)
     if other:
         out += ['## Not comparable with published numbers',
                 '',

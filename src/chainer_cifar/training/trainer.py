@@ -129,6 +129,21 @@ def versions(device):
     return v
 
 
+def device_name(device):
+    """The hardware behind ``device``: the GPU's name, or the CPU's model name (None if unknown)."""
+    try:
+        if device.xp is not numpy:
+            name = device.xp.cuda.runtime.getDeviceProperties(device.device.id)['name']
+            return name.decode() if isinstance(name, bytes) else str(name)
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except Exception:  # a record without the name is still a record
+        return None
+    return platform.processor() or None
+
+
 def dataset_info(image_path):
     path = os.path.join(os.path.dirname(os.path.abspath(image_path)), 'dataset_info.json')
     if not os.path.isfile(path):
@@ -282,7 +297,8 @@ def _train(args, device, splits, options, predictor, comm=None):
     record = {'args': vars(args), 'model': args.model, 'model_options': options, 'parameters': n_params,
               'n_train': meta['n_train'], 'n_valid': meta['n_valid'], 'n_test': meta['n_test'],
               'images': os.path.abspath(args.dataset), 'labels': os.path.abspath(args.label),
-              'device': str(device), 'versions': versions(device), 'start_time': start_time.isoformat(),
+              'device': str(device), 'device_name': device_name(device), 'versions': versions(device),
+              'start_time': start_time.isoformat(),
               'end_time': None, 'wall_seconds': None, 'status': 'running'}
     info = dataset_info(args.dataset)
     if info is not None:

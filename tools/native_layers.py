@@ -1,6 +1,6 @@
 """Time the layers the compiled kernels take over (ResNet-20's, the CNN's pooling) with the kernels on and off.
 
-    python scripts/native_layers.py [--repeats 15] [--batch 128] [--threads N]
+    python tools/native_layers.py [--repeats 15] [--batch 128] [--threads N]
 
 For each layer it alternates ``use_native_kernels`` on and off within one
 process (so a slow or busy host slows both alike) and prints the median

@@ -1,6 +1,6 @@
 """Which of the CuPy names that Chainer 7.8.1 uses does the installed CuPy still have? Runs without a GPU.
 
-    python scripts/cupy_audit.py
+    python tools/cupy_audit.py
 
 Chainer 7.8.1 was written against CuPy 7; the lent GPU machines have CuPy 14.
 This finds every dotted name starting with ``cupy``, ``cupyx`` or

@@ -1,22 +1,32 @@
+#!/usr/bin/env python
 """Throughput benchmark: Chainer (fast kernels and stock) next to PyTorch, in one run.
 
-``python src/bench.py`` prints, for each model, the images per second of a
-full training step (forward, softmax cross-entropy, backward, MomentumSGD
-with weight decay) and of inference, as median / min / max over repeats after
-warm-up (the backends take turns, one call each per repeat, so other jobs'
-load falls on all of them alike), for
+    python tools/bench.py --models cnn,resnet20 --repeats 5 --json docs/results/bench.json
+    python tools/bench.py -g 0 --models cnn,cnnbn,vgg,resnet20,resnet56,resnet110,residual:res_depth=12 \
+        --dtype float32,mixed16 --profile --repeats 5 --warmup 2 --json OUT.json
+
+prints, for each model, the images per second of a full training step
+(forward, softmax cross-entropy, backward, MomentumSGD with weight decay) and
+of inference, as median / min / max over repeats after warm-up (the backends
+take turns, one call each per repeat, so other jobs' load falls on all of
+them alike), for
 
 * ``fast``:  Chainer with :mod:`chainer_cifar.links` and the fast kernels,
 * ``stock``: the same model object under ``use_fast_kernels=False`` (Chainer's
-  own functions),
-* ``torch`` / ``torch_cl``: an equivalent PyTorch model in the default
-  (NCHW) and channels_last layouts, when torch is importable,
+  own functions; on a GPU the only Chainer backend),
+* ``torch`` / ``torch_cl``: the model's PyTorch twin (``tools/torch_models.py``)
+  in the default (NCHW) and channels_last layouts, when torch is importable;
+  ``--dtype mixed16`` runs it under ``torch.autocast`` (float16) with a
+  ``GradScaler`` on a GPU, and not at all on the CPU,
 
-and, as "paired", the median over repeats of the fast : PyTorch speed ratio
-within each repeat (steadier than the ratio of medians on a shared machine),
-plus the data-pipeline rate, the peak Python-heap memory of one training step
-(tracemalloc; NumPy allocations included) and the BLAS in use, and writes it
-all as JSON with ``--json``. Timings belong here, not in the unit tests.
+and, as "paired", the median over repeats of the Chainer : PyTorch speed ratio
+within each repeat (steadier than the ratio of medians on a shared machine;
+Chainer is ``fast`` where it runs, else ``stock``), plus the data-pipeline
+rate, the peak memory of one training step (tracemalloc on the CPU, NumPy
+allocations included; CuPy's pool on a GPU) and the BLAS in use, and writes
+it all as JSON with ``--json``. Timings belong here, not in the unit tests.
+
+A measurement tool, not part of the package: the package imports no PyTorch.
 """
 import argparse
 import datetime
@@ -29,96 +39,23 @@ import sys
 import time
 import tracemalloc
 
-import numpy
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _path in (HERE, os.path.normpath(os.path.join(HERE, '..', 'src'))):  # tools/ and the package
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-import chainer
-import chainer.functions as F
-import chainer.links as CL
+import chainer_cifar  # noqa: E402  (compatibility layer before chainer)
+import chainer_cifar.errors  # noqa: E402
+import numpy  # noqa: E402
 
-from chainer_cifar import links as FL
-from chainer_cifar.errors import UserError
-from chainer_cifar.functions import _native, _parallel
+import chainer  # noqa: E402
+import chainer.functions as F  # noqa: E402
+
+from chainer_cifar.errors import UserError  # noqa: E402
+from chainer_cifar.functions import _native, _parallel  # noqa: E402
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
-
-
-# --------------------------------------------------------------------------------------------
-# Reference models (used when the registry does not provide the name)
-
-class RefCNN(chainer.Chain):
-    """The article CNN: 3 x (conv5x5 pad 2 + ReLU + maxpool 3/2), fc 1000, fc 10, dropout."""
-
-    def __init__(self):
-        super().__init__()
-        with self.init_scope():
-            self.conv1 = FL.Convolution2D(3, 64, 5, pad=2)
-            self.conv2 = FL.Convolution2D(64, 64, 5, pad=2)
-            self.conv3 = FL.Convolution2D(64, 128, 5, pad=2)
-            self.l1 = CL.Linear(4 * 4 * 128, 1000)
-            self.l2 = CL.Linear(1000, 10)
-
-    def forward(self, x):
-        h = x
-        for conv in (self.conv1, self.conv2, self.conv3):
-            h = FL.max_pooling_2d(conv(h), 3, 2, relu=True)
-        h = F.relu(self.l1(F.dropout(h)))
-        return self.l2(F.dropout(h))
-
-
-class RefBlock(chainer.Chain):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.stride, self.extra = stride, cout - cin
-        w = chainer.initializers.HeNormal()
-        with self.init_scope():
-            self.conv1 = FL.Convolution2D(cin, cout, 3, stride, 1, nobias=True, initialW=w)
-            self.bn1 = FL.BatchNormalization(cout)
-            self.conv2 = FL.Convolution2D(cout, cout, 3, 1, 1, nobias=True, initialW=w)
-            self.bn2 = FL.BatchNormalization(cout)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        s = x
-        if self.stride > 1:
-            s = s[:, :, ::self.stride, ::self.stride]
-        if self.extra:
-            s = F.pad(s, ((0, 0), (0, self.extra), (0, 0), (0, 0)), 'constant')
-        return F.relu(h + s)
-
-
-class RefResNet(chainer.Chain):
-    """ResNet-(6n+2) of He et al. 2015 for CIFAR, option-A shortcuts."""
-
-    def __init__(self, n=3):
-        super().__init__()
-        w = chainer.initializers.HeNormal()
-        with self.init_scope():
-            self.conv = FL.Convolution2D(3, 16, 3, 1, 1, nobias=True, initialW=w)
-            self.bn = FL.BatchNormalization(16)
-            self.blocks = chainer.ChainList(*[
-                RefBlock(cin, cout, stride) for cin, cout, stride in _plan(n)])
-            self.fc = CL.Linear(64, 10)
-
-    def forward(self, x):
-        h = F.relu(self.bn(self.conv(x)))
-        for b in self.blocks:
-            h = b(h)
-        return self.fc(F.average(h, axis=(2, 3)))
-
-
-def _plan(n):
-    out, cin = [], 16
-    for stage, cout in enumerate((16, 32, 64)):
-        for i in range(n):
-            out.append((cin, cout, 2 if stage > 0 and i == 0 else 1))
-            cin = cout
-    return out
-
-
-REFERENCE = {'cnn': RefCNN, 'resnet20': lambda: RefResNet(3), 'resnet56': lambda: RefResNet(9),
-             'resnet110': lambda: RefResNet(18)}
 
 
 def parse_model_spec(spec):
@@ -139,86 +76,17 @@ def parse_model_spec(spec):
     return name.strip(), options
 
 
-def build_chainer_model(name, source='auto'):
-    """The registry's model ``name`` (built from :mod:`chainer_cifar.links`), else a reference model.
-
-    ``name`` may carry registry options, ``'residual:res_depth=12'``.
-    ``accelerate`` is a no-op for the registry's models (they already use the
-    fast links); it stays for models that would still build Chainer's links.
-    """
-    name, options = parse_model_spec(name)
-    if options and source == 'reference':
-        raise UserError('reference models take no options ({!r})'.format(options))
-    if source in ('auto', 'registry'):
-        try:
-            from chainer_cifar.models import create_model
-            model = create_model(name, **options)
-            FL.accelerate(model)
-            return model, 'registry'
-        except Exception as e:  # registry missing, being rewritten, or no such model
-            if source == 'registry' or name not in REFERENCE or options:
-                raise UserError('cannot build model {!r} from the registry: {}'.format(name, e))
-    if name not in REFERENCE:
-        raise UserError('no reference model {!r}; choose from {}'.format(name, ', '.join(REFERENCE)))
-    return REFERENCE[name](), 'reference'
+def build_chainer_model(spec):
+    """The registry's model for ``spec`` (``'resnet20'``, ``'residual:res_depth=12'``)."""
+    from chainer_cifar.models import create_model
+    name, options = parse_model_spec(spec)
+    return create_model(name, **options)  # an unknown name or option: the registry's UserError
 
 
-# --------------------------------------------------------------------------------------------
-# PyTorch equivalents
-
-def _torch_models():
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as TF
-
-    class TorchCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 64, 5, padding=2)
-            self.c2 = nn.Conv2d(64, 64, 5, padding=2)
-            self.c3 = nn.Conv2d(64, 128, 5, padding=2)
-            self.l1 = nn.Linear(4 * 4 * 128, 1000)
-            self.l2 = nn.Linear(1000, 10)
-
-        def forward(self, x):
-            for c in (self.c1, self.c2, self.c3):
-                x = TF.max_pool2d(TF.relu(c(x)), 3, 2, ceil_mode=True)
-            x = torch.flatten(x, 1)
-            x = TF.relu(self.l1(TF.dropout(x, 0.5, self.training)))
-            return self.l2(TF.dropout(x, 0.5, self.training))
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.stride, self.extra = stride, cout - cin
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout, eps=2e-5, momentum=0.1)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout, eps=2e-5, momentum=0.1)
-
-        def forward(self, x):
-            h = TF.relu(self.b1(self.c1(x)))
-            h = self.b2(self.c2(h))
-            s = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-            if self.extra:
-                s = TF.pad(s, (0, 0, 0, 0, 0, self.extra))
-            return TF.relu(h + s)
-
-    class TorchResNet(nn.Module):
-        def __init__(self, n=3):
-            super().__init__()
-            self.c = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.b = nn.BatchNorm2d(16, eps=2e-5)
-            self.blocks = nn.Sequential(*[Block(a, b, s) for a, b, s in _plan(n)])
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            x = TF.relu(self.b(self.c(x)))
-            x = self.blocks(x)
-            return self.fc(x.mean(dim=(2, 3)))
-
-    return {'cnn': TorchCNN, 'resnet20': lambda: TorchResNet(3), 'resnet56': lambda: TorchResNet(9),
-            'resnet110': lambda: TorchResNet(18)}
+def build_torch_model(spec):
+    """The PyTorch twin of ``spec`` (see ``tools/torch_models.py``), or ``None`` when it has none."""
+    import torch_models
+    return torch_models.build(*parse_model_spec(spec))
 
 
 def _import_torch():
@@ -303,24 +171,6 @@ def _synchronizer(device):
     return cuda_device.synchronize
 
 
-def _torch_steps(torch, model, x, t):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    lossf = torch.nn.CrossEntropyLoss()
-
-    def train():
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        loss = lossf(model(x), t)
-        loss.backward()
-        opt.step()
-
-    def infer():
-        model.eval()
-        with torch.inference_mode():
-            model(x)
-    return train, infer
-
-
 def peak_memory(step):
     """Peak traced heap (MiB) during one call of ``step`` (NumPy buffers are traced)."""
     gc.collect()
@@ -398,7 +248,7 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print, 
 
     On a GPU the Chainer backend is ``stock`` (the fast kernels are NumPy's),
     the batch is sent to the device once and stays there, and PyTorch runs on
-    CUDA when it can (float32 only).
+    CUDA when it can (mixed16 there under autocast; on the CPU float32 only).
     """
     device = device or chainer.get_device('@numpy')
     gpu = device.xp is not numpy
@@ -412,43 +262,49 @@ def bench_model(name, backends, batch, repeats, warmup, memory=True, log=print, 
     if chainer_backends:
         config = chainer.mixed16 if dtype == 'mixed16' else numpy.float32
         with chainer.using_config('dtype', config):
-            model, source = build_chainer_model(name)
+            model = build_chainer_model(name)
             xd = device.send(x.astype(chainer.get_dtype()))
         model.to_device(device)
-        result['source'] = source
+        result['source'] = 'registry'
         result['params'] = int(sum(p.size for p in model.params()))
         train, infer = _chainer_steps(model, xd, device.send(t), device, dtype)
         for backend in chainer_backends:
             fast = backend == 'fast'
             steps[backend] = {'train': _under_switch(train, fast), 'infer': _under_switch(infer, fast)}
-    torch = _import_torch() if any(b.startswith('torch') for b in backends) and dtype == 'float32' else None
+    torch_backends = [b for b in backends if b.startswith('torch')]
+    torch = _import_torch() if torch_backends and (dtype == 'float32' or gpu) else None
     if torch is not None and gpu and not torch.cuda.is_available():
         torch = None
     if torch is not None:
-        factories = _torch_models()
-        if name in factories:
-            torch.manual_seed(0)
-            for backend in [b for b in backends if b.startswith('torch')]:
-                m = factories[name]()
-                xt = torch.from_numpy(x.copy())
-                if backend == 'torch_cl':
-                    m = m.to(memory_format=torch.channels_last)
-                    xt = xt.contiguous(memory_format=torch.channels_last)
-                tt = torch.from_numpy(t.astype(numpy.int64))
-                if gpu:
-                    m, xt, tt = m.cuda(device.device.id), xt.cuda(device.device.id), tt.cuda(device.device.id)
-                train_t, infer_t = _torch_steps(torch, m, xt, tt)
-                if gpu:
-                    train_t, infer_t = _then(train_t, torch.cuda.synchronize), _then(infer_t, torch.cuda.synchronize)
-                steps[backend] = {'train': train_t, 'infer': infer_t}
+        import torch_models
+        torch.manual_seed(0)
+        for backend in torch_backends:
+            m = build_torch_model(name)
+            if m is None:  # no twin: the PyTorch columns stay n/a
+                break
+            result['torch_params'] = sum(p.numel() for p in m.parameters())
+            result['torch_precision'] = 'autocast float16, GradScaler' if dtype == 'mixed16' else 'float32'
+            xt = torch.from_numpy(x.copy())
+            if backend == 'torch_cl':
+                m = m.to(memory_format=torch.channels_last)
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            tt = torch.from_numpy(t.astype(numpy.int64))
+            if gpu:
+                m, xt, tt = m.cuda(device.device.id), xt.cuda(device.device.id), tt.cuda(device.device.id)
+            train_t, infer_t = torch_models.train_steps(m, xt, tt, mixed16=dtype == 'mixed16')
+            if gpu:
+                train_t, infer_t = _then(train_t, torch.cuda.synchronize), _then(infer_t, torch.cuda.synchronize)
+            steps[backend] = {'train': train_t, 'infer': infer_t}
+    # the Chainer side of the PyTorch ratio: the fast kernels where they run, else stock (a GPU)
+    reference = next((b for b in ('fast', 'stock') if b in steps), None)
     for kind in ('train', 'infer'):
         seconds = time_interleaved({b: fns[kind] for b, fns in steps.items()}, repeats, warmup)
         for backend in steps:
             entry = result.setdefault(backend, {})
             entry[kind] = _summary(seconds[backend], batch)
             log('  {:<10} {:<8} {:<5} {:8.1f} img/s'.format(label, backend, kind, entry[kind]['median']))
-        if 'fast' in seconds and 'torch' in seconds:
-            result['fast'][kind]['paired_ratio_torch'] = paired_ratio(seconds['fast'], seconds['torch'])
+        if reference is not None and 'torch' in seconds:
+            result[reference][kind]['paired_ratio_torch'] = paired_ratio(seconds[reference], seconds['torch'])
     if memory:
         for backend in chainer_backends:
             measure = peak_device_memory if gpu else peak_memory
@@ -575,8 +431,12 @@ def _cpu_name():
 
 
 def format_table(results):
+    """The markdown table; "X / PyTorch" and "paired" compare PyTorch with ``fast`` Chainer, or,
+    when no row has ``fast`` (a GPU run, ``--stock``), with ``stock`` Chainer."""
+    chainer_side = 'fast' if any('fast' in r for r in results) else 'stock'
     lines = ['| model | mode | stock Chainer | fast Chainer | PyTorch | PyTorch channels_last '
-             '| fast / stock | fast / PyTorch | paired |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+             '| fast / stock | {} / PyTorch | paired |'.format(chainer_side),
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
 
     def get(r, b, k):
         return r.get(b, {}).get(k, {}).get('median')
@@ -592,10 +452,10 @@ def format_table(results):
     for r in results:
         for kind in ('train', 'infer'):
             s, f, t, c = (get(r, b, kind) for b in ('stock', 'fast', 'torch', 'torch_cl'))
-            paired = r.get('fast', {}).get(kind, {}).get('paired_ratio_torch')
+            paired = r.get(chainer_side, {}).get(kind, {}).get('paired_ratio_torch')
             lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
-                label(r), kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s), ratio(f, t),
-                'n/a' if paired is None else '{:.2f}'.format(paired)))
+                label(r), kind, fmt(s), fmt(f), fmt(t), fmt(c), ratio(f, s),
+                ratio(get(r, chainer_side, kind), t), 'n/a' if paired is None else '{:.2f}'.format(paired)))
     return '\n'.join(lines)
 
 
@@ -618,7 +478,8 @@ def parse_args(argv=None):
                    help='GPU id (CuPy): Chainer\'s own functions there, data resident on the GPU; '
                         'negative = CPU')
     p.add_argument('--dtype', default='float32',
-                   help='comma list of float32, mixed16 (Chainer\'s mixed precision, as train.py --dtype)')
+                   help='comma list of float32, mixed16 (Chainer\'s mixed precision, as train.py --dtype; '
+                        'PyTorch under autocast, on a GPU only)')
     p.add_argument('--profile', action='store_true',
                    help='also list the top Chainer functions of a train step (TimerHook)')
     p.add_argument('--json', help='write the results to this JSON file')
@@ -659,14 +520,27 @@ def main(argv=None):
         env['gpu'] = _gpu_info(device)
         print('# device: {} ({})'.format(device, env['gpu'].get('name')))
     results = []
-    for name in args.models:
-        for dtype in args.dtype:
-            results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,
-                                       memory=not args.no_memory, device=device, dtype=dtype,
-                                       profile=args.profile))
-    data = None if args.no_data else bench_data_pipeline(args.batch, device=device)
+    out = {'environment': env, 'batch': args.batch, 'repeats': args.repeats, 'warmup': args.warmup,
+           'argv': sys.argv[1:] if argv is None else list(argv), 'results': results, 'data_pipeline': None}
+    rows = len(args.models) * len(args.dtype)
+    interrupted = False
+    try:
+        for name in args.models:
+            for dtype in args.dtype:
+                results.append(bench_model(name, args.backends, args.batch, args.repeats, args.warmup,
+                                           memory=not args.no_memory, device=device, dtype=dtype,
+                                           profile=args.profile))
+                if args.json and len(results) < rows:  # a row at a time: a killed run keeps what it measured
+                    _write_json(args.json, dict(out, partial='{} of {} rows'.format(len(results), rows)))
+        out['data_pipeline'] = None if args.no_data else bench_data_pipeline(args.batch, device=device)
+    except KeyboardInterrupt:  # a stage's timeout (SIGINT): report the rows measured so far
+        interrupted = True
+        out['interrupted'] = 'after {} of {} rows'.format(len(results), rows)
+    data = out['data_pipeline']
     env['loadavg_end'] = os.getloadavg()
     print()
+    if interrupted:
+        print('# interrupted {}: the table and the JSON hold those'.format(out['interrupted']))
     print(format_table(results))
     if data is not None:
         rate = data.get('rate')
@@ -679,11 +553,18 @@ def main(argv=None):
             what = 'CuPy memory pool' if device.xp is not numpy else 'traced memory'
             print('peak {}, {}{} train step batch {}: {}'.format(
                 what, r['model'], '' if r['dtype'] == 'float32' else ' ' + r['dtype'], args.batch, mem))
-    out = {'environment': env, 'batch': args.batch, 'repeats': args.repeats, 'warmup': args.warmup,
-           'argv': sys.argv[1:] if argv is None else list(argv), 'results': results, 'data_pipeline': data}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(out, f, indent=1)
+        _write_json(args.json, out)
         print('wrote', args.json)
-    return 0
+    return 130 if interrupted else 0
+
+
+def _write_json(path, out):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(out, f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+if __name__ == '__main__':
+    sys.exit(chainer_cifar.errors.run_main(main))

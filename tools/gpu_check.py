@@ -1,6 +1,6 @@
 """Check a device's forward and backward pass against the CPU's fast kernels, model by model.
 
-    python scripts/gpu_check.py -g 0 [--models cnn,resnet20,...] [--batch 16] [--dtype float64] [--rtol R]
+    python tools/gpu_check.py -g 0 [--models cnn,resnet20,...] [--batch 16] [--dtype float64] [--rtol R]
 
 For each model, one set of weights and one random batch go through the
 forward pass, softmax cross-entropy and backward twice: on the CPU with this
@@ -29,7 +29,10 @@ import copy
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src'))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'src'))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # bench.py, when this file is loaded by path rather than run
 
 import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before Chainer)
 import numpy  # noqa: E402
@@ -37,12 +40,13 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
-from chainer_cifar.bench import parse_model_spec  # noqa: E402
 from chainer_cifar.errors import UserError  # noqa: E402
-from chainer_cifar.models import create_model  # noqa: E402
+from chainer_cifar.models import create_model, list_models  # noqa: E402
 from chainer_cifar.training import get_device  # noqa: E402
 
-GPU_MODELS = 'cnn,cnnbn,vgg,resnet20,resnet110,residual:res_depth=12'
+from bench import parse_model_spec  # noqa: E402  (tools/bench.py)
+
+GPU_MODELS = 'cnn,cnnbn,vgg,resnet20,resnet56,resnet110,residual:res_depth=12'
 
 
 def pass_once(model, x, t, train, fast=True):
@@ -100,7 +104,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('-g', '--gpu', type=int, default=0, help='GPU id; -1 = the CPU with stock Chainer')
-    p.add_argument('--models', default=GPU_MODELS, help='comma list of registry models (name:key=value)')
+    p.add_argument('--models', default=GPU_MODELS,
+                   help='comma list of registry models (name:key=value), or "all": these, then every other '
+                        'registered model')
     p.add_argument('--batch', type=int, default=16)
     p.add_argument('--dtype', choices=('float64', 'float32'), default='float64')
     p.add_argument('--rtol', type=float, default=None,
@@ -118,7 +124,11 @@ def main(argv=None):
         '| model | mode | loss difference | worst gradient difference | in | result |',
         '|---|---|---:|---:|---|---|']
     failed = 0
-    for spec in [s.strip() for s in args.models.split(',') if s.strip()]:
+    specs = [s.strip() for s in args.models.split(',') if s.strip()]
+    if specs == ['all']:
+        specs = GPU_MODELS.split(',')
+        specs += [name for name in list_models() if name not in specs]
+    for spec in specs:
         try:
             rows = check_model(spec, device, args.batch, dtype)
         except UserError as e:  # an unknown model or option: the registry's one-line message

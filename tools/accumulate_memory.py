@@ -1,6 +1,6 @@
 """Peak memory of one training step with ``--accumulate N``, as ``train.py`` runs it.
 
-    python scripts/accumulate_memory.py resnet110 --parts 1,2,4 [--stock] [--batch 128]
+    python tools/accumulate_memory.py resnet110 --parts 1,2,4 [--stock] [--batch 128]
 
 Builds the registry model in a ``Classifier``, runs one update of
 :class:`~chainer_cifar.training.updater.AccumulatingUpdater` on a random

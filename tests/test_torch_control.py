@@ -1,0 +1,308 @@
+"""tools/torch_control.py, the PyTorch control: the same network, step, schedule and files as the Chainer path."""
+import csv
+import os
+import sys
+
+import numpy
+import pytest
+
+torch = pytest.importorskip('torch', reason='the PyTorch control needs torch (tools/torch_control.py)')
+
+import chainer  # noqa: E402
+import chainer.functions as F  # noqa: E402
+
+from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.models import create_model  # noqa: E402
+from chainer_cifar.models.blocks import three_stage_plan  # noqa: E402
+from chainer_cifar.models.resnet_paper import ResNet as ChainerResNet  # noqa: E402
+from chainer_cifar.results import presets  # noqa: E402
+from chainer_cifar.results.runs import load_run  # noqa: E402
+from chainer_cifar.training.args import parse_args  # noqa: E402
+from chainer_cifar.training.extensions import CSV_COLUMNS  # noqa: E402
+from chainer_cifar.training.schedule import Schedule  # noqa: E402
+from test_train_helpers import write_pickles  # noqa: E402
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools')
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+import torch_control as tc  # noqa: E402
+
+RTOL = 1e-10
+
+
+# ---------------------------------------------------------------- the control's weights in the Chainer model
+
+def stream_permutations(n):
+    """Per block ``(in, out)``: the control's channel c of the residual stream is Chainer's channel ``perm[c]``.
+
+    Chainer's option-A shortcut puts the new zero channels in front ([0, x]); the
+    control pads both sides ([0, x, 0]). Both are the same network once each
+    transition's output channels are renumbered: x's channel k sits at ``p + k``
+    in the control and at ``m + perm_in[k]`` in Chainer, and the zero channels
+    take Chainer's first ``m`` in order.
+    """
+    perm, plan = numpy.arange(16), []
+    for cin, cout, _ in three_stage_plan(n):
+        out = perm
+        if cout != cin:
+            p, m = cout // 4, cout - cin
+            out = numpy.empty(cout, dtype=int)
+            out[numpy.r_[0:p, p + cin:cout]] = numpy.arange(m)
+            out[p:p + cin] = m + perm
+        plan.append((perm, out))
+        perm = out
+    return plan
+
+
+def paired(tmodel, cmodel, n):
+    """``[(chainer link, torch module, out channels, in channels)]`` for every conv, BN and the fc.
+
+    The control's output channel c of a layer is Chainer's ``out[c]``, its input channel d Chainer's ``in[d]``.
+    """
+    same = numpy.arange
+    pairs = [(cmodel.bconv1.conv, tmodel.conv1, same(16), same(3)), (cmodel.bconv1.bn, tmodel.bn1, same(16), None)]
+    tblocks = [b for stage in (tmodel.layer1, tmodel.layer2, tmodel.layer3) for b in stage]
+    plan = stream_permutations(n)
+    for i, (tb, (pin, pout)) in enumerate(zip(tblocks, plan)):
+        cb, width = cmodel['res{}'.format(i + 1)], len(pout)
+        pairs += [(cb.conv1, tb.conv1, same(width), pin), (cb.bn1, tb.bn1, same(width), None),
+                  (cb.conv2, tb.conv2, pout, same(width)), (cb.bn2, tb.bn2, pout, None)]
+    pairs.append((cmodel['fc{}'.format(3 * n + 2)], tmodel.fc, same(10), plan[-1][1]))
+    return pairs
+
+
+def mapped(pairs, buffers=False):
+    """``[(name, Chainer array holder, torch tensor, index)]``: parameters, or the BN statistics."""
+    rows = []
+    for clink, tmod, out, in_ in pairs:
+        if hasattr(clink, 'gamma'):
+            names = (('avg_mean', 'running_mean'), ('avg_var', 'running_var')) if buffers else \
+                (('gamma', 'weight'), ('beta', 'bias'))
+        else:
+            names = () if buffers else (('W', 'weight'), ('b', 'bias'))
+        for cname, tname in names:
+            if getattr(clink, cname, None) is None:
+                continue
+            index = numpy.ix_(out, in_) if cname == 'W' else out
+            rows.append((clink.name + '/' + cname, clink, cname, getattr(tmod, tname), index))
+    return rows
+
+
+def carray(clink, cname):
+    a = getattr(clink, cname)
+    return a.array if isinstance(a, chainer.Variable) else a
+
+
+def copy_into_chainer(tmodel, cmodel, n):
+    """The control's weights and BN statistics, renumbered, into the Chainer model; returns the pairs."""
+    pairs = paired(tmodel, cmodel, n)
+    for _, clink, cname, t, index in mapped(pairs) + mapped(pairs, buffers=True):
+        a = carray(clink, cname)
+        assert a.shape == tuple(t.shape)
+        a[index] = t.detach().numpy()
+    return pairs
+
+
+def assert_close(chainer_value, torch_value, what):
+    t = torch_value.detach().numpy()
+    scale = max(float(numpy.abs(t).max()), 1e-300)
+    assert float(numpy.abs(chainer_value - t).max()) <= RTOL * scale, what
+
+
+def models(n):
+    """``(control, Chainer)`` in float64, the Chainer one holding the control's weights."""
+    torch.manual_seed(n)
+    tmodel = tc.ResNet(n).double()
+    with chainer.using_config('dtype', numpy.float64):
+        cmodel = create_model('resnet20') if n == 3 else ChainerResNet(n)
+    pairs = copy_into_chainer(tmodel, cmodel, n)
+    return tmodel, cmodel, pairs
+
+
+def batch(seed=0, size=8):
+    rng = numpy.random.RandomState(seed)
+    return rng.standard_normal((size, 3, 32, 32)), rng.randint(0, 10, size).astype(numpy.int32)
+
+
+def chainer_pass(cmodel, x, t, train):
+    xv = chainer.Variable(x.copy())
+    with chainer.using_config('train', train):
+        cmodel.cleargrads()
+        y = cmodel(xv)
+        F.softmax_cross_entropy(y, t).backward()
+    return y.array, xv.grad
+
+
+def torch_pass(tmodel, x, t, train):
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    tmodel.train(train)
+    tmodel.zero_grad()
+    y = tmodel(xt)
+    torch.nn.functional.cross_entropy(y, torch.from_numpy(t).long()).backward()
+    return y, xt.grad
+
+
+# ---------------------------------------------------------------- 1. the same network
+
+@pytest.mark.parametrize('n', [1, 3], ids=['n1', 'resnet20'])
+@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
+def test_the_control_network_is_chainers_up_to_a_channel_permutation(n, train):
+    tmodel, cmodel, pairs = models(n)
+    assert sum(p.numel() for p in tmodel.parameters()) == sum(p.size for p in cmodel.params())
+    if not train:  # non-trivial running statistics, copied across
+        g = torch.Generator().manual_seed(1)
+        for m in tmodel.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g, dtype=torch.float64))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g, dtype=torch.float64))
+        copy_into_chainer(tmodel, cmodel, n)
+    x, t = batch()
+    cy, cgx = chainer_pass(cmodel, x, t, train)
+    ty, tgx = torch_pass(tmodel, x, t, train)
+    assert_close(cy, ty, 'logits')
+    assert_close(cgx, tgx, 'input gradient')
+    for name, clink, cname, tparam, index in mapped(pairs):
+        assert_close(getattr(clink, cname).grad[index], tparam.grad, name + ' gradient')
+    # Train mode moves the running statistics the same way (momentum 0.1 = decay 0.9, unbiased variance).
+    for name, clink, cname, tbuf, index in mapped(pairs, buffers=True):
+        assert_close(carray(clink, cname)[index], tbuf, name)
+
+
+# ---------------------------------------------------------------- 2. the same update
+
+def test_an_update_is_chainers_momentum_sgd_with_weight_decay_on_every_parameter():
+    tmodel, cmodel, pairs = models(1)
+    optimizer = chainer.optimizers.MomentumSGD(lr=0.1, momentum=0.9)
+    optimizer.setup(cmodel)
+    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(1e-4))
+    control = tc.MomentumSGD(tmodel.parameters(), weight_decay=1e-4)
+    x, t = batch()
+    # Two steps with a change of rate between them: v = 0.9 v - lr g, not torch.optim.SGD's v = 0.9 v + g.
+    for lr in (0.1, 0.01):
+        optimizer.lr = lr
+        chainer_pass(cmodel, x, t, True)
+        optimizer.update()
+        torch_pass(tmodel, x, t, True)
+        control.step(lr)
+    for name, clink, cname, tparam, index in mapped(pairs):
+        assert_close(carray(clink, cname)[index], tparam, name)
+
+
+# ---------------------------------------------------------------- 3. the same schedule
+
+@pytest.mark.parametrize('flags', [
+    presets.recipe('resnet20-paper', 'partial'),
+    presets.recipe('resnet110-paper', 'partial'),  # warm-up: 1 epoch at 0.01
+    ['-m', 'resnet20', '--iter', '12', '--lr_decay_iter', '5', '--warmup_epochs', '0.5'],
+], ids=['resnet20-partial', 'resnet110-partial-warmup', 'every-5-half-epoch-warmup'])
+def test_every_update_gets_the_rate_of_chainers_schedule(flags):
+    args = parse_args(flags)
+    schedule = Schedule(args.lr, args.iter, args.lr_shape, args.lr_decay_iter, args.warmup_epochs, args.warmup_lr)
+    n, b = 7502, 128  # the partial archive's training split: 59 updates per epoch, the last of 78 images
+    for epoch in range(args.iter):
+        for k in range(-(-n // b)):
+            e = epoch + k * b / n
+            assert tc.learning_rate(args, e) == schedule(e), e
+
+
+# ---------------------------------------------------------------- 4. augmentation and batches
+
+def test_augmentation_translates_by_up_to_4_px_with_zero_fill_and_flips_half_the_images():
+    n = 2000
+    plane = torch.arange(1, 32 * 32 + 1, dtype=torch.float32).reshape(32, 32)  # pixel (i, j) holds 1 + 32 i + j
+    x = torch.stack([plane, -plane]).expand(n, 2, 32, 32).contiguous()
+    out = tc.augment(x, ['crop', 'mirror'], torch.Generator().manual_seed(0))
+    # Read each image's shift and flip off its centre, then compare it with NumPy's pad-crop-flip.
+    i, j = numpy.divmod(out[:, 0, 16, 16].numpy().astype(int) - 1, 32)
+    flip = (out[:, 0, 16, 17] < out[:, 0, 16, 16]).numpy()
+    dy, dx = i - 16, numpy.where(flip, j - 15, j - 16)
+    padded = numpy.pad(x.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)))
+    for k in range(n):
+        window = padded[k, :, 4 + dy[k]:36 + dy[k], 4 + dx[k]:36 + dx[k]]
+        numpy.testing.assert_array_equal(out[k].numpy(), window[:, :, ::-1] if flip[k] else window)
+    for d in (dy, dx):
+        counts = numpy.bincount(d + 4, minlength=9)
+        assert len(counts) == 9 and counts.min() > 150, counts  # every offset in [-4, 4], about 222 each
+    assert 0.45 < flip.mean() < 0.55
+    assert torch.equal(tc.shift(x, torch.full((n,), 4), torch.full((n,), 4)), x)  # the middle window: no shift
+    assert torch.equal(tc.augment(x, [], torch.Generator()), x)
+
+
+def test_each_epoch_is_a_fresh_permutation_cut_into_batches_the_last_one_smaller():
+    g = torch.Generator().manual_seed(0)
+    first, second = (tc.batches(10, 4, g, torch.device('cpu')) for _ in range(2))
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert sorted(torch.cat(first).tolist()) == sorted(torch.cat(second).tolist()) == list(range(10))
+    assert torch.cat(first).tolist() != torch.cat(second).tolist()
+
+
+# ---------------------------------------------------------------- 5. what it does not implement
+
+@pytest.mark.parametrize('preset, named', [
+    ('article-cnn', ['-m cnn', '--optimizer adam']),
+    ('keras-ablation-mixup', ['--augment mixup']),
+    ('resnet110-sd-paper', ['-m residual', '--skip_depth']),
+])
+def test_a_recipe_it_does_not_implement_is_one_error_line_and_writes_nothing(preset, named, tmp_path, capsys):
+    assert run_main(tc.main, [preset, '--runs_dir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: the PyTorch control does not implement') and err.count('\n') == 1
+    for flag in named:
+        assert flag in err
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_flags_it_does_not_implement_are_named_together():
+    args = parse_args(['-m', 'resnet20', '--lr_shape', 'cosine', '--dtype', 'mixed16', '--accumulate', '2'])
+    with pytest.raises(UserError, match='--lr_shape cosine, --dtype mixed16, --accumulate 2'):
+        tc.check_supported(args)
+    tc.check_supported(parse_args(presets.recipe('resnet56-paper') + ['--augment', 'none']))
+
+
+def test_a_gpu_without_cuda_is_one_error_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert run_main(tc.main, ['resnet20-paper', '-g', '0', '--runs_dir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: -g 0 asks for a GPU') and err.count('\n') == 1
+
+
+# ---------------------------------------------------------------- 6. end to end
+
+def _control(tmp_path, runs_dir):
+    image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12,
+                                 info={'n_train': 40, 'n_test': 12, 'partial': True})
+    argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', '2', '-d', image, '-l', label,
+            '--runs_dir', str(runs_dir), '--quiet']
+    assert run_main(tc.main, argv) == 0
+    return os.path.join(presets.run_dir(str(runs_dir), 'resnet20-paper', 'partial'), 'resnet20-paper_torch_s1')
+
+
+def test_a_partial_preset_run_writes_the_files_the_chainer_path_writes(tmp_path, capsys):
+    prefix = _control(tmp_path, tmp_path / 'results')
+    assert capsys.readouterr().out.startswith('best validation error')  # --quiet: the summary line alone
+    with open(prefix + '_log.csv', newline='') as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    assert [r['epoch'] for r in rows] == ['1', '2']
+    for r in rows:
+        for k in ('train_error', 'valid_error', 'test_error'):
+            assert 0.0 <= float(r[k]) <= 1.0
+        assert r['lr'] == '0.1' and float(r['elapsed']) > 0
+    run = load_run(prefix + '_log.csv')
+    assert run.preset == {'preset': 'resnet20-paper', 'seed': 1, 'scale': 'partial', 'framework': 'pytorch',
+                          'overrides': ['--iter', '2'], 'argv': run.preset['argv']}
+    meta = run.meta
+    assert meta['status'] == 'finished' and meta['framework'] == 'pytorch' and meta['device'] == 'cpu'
+    assert (meta['n_train'], meta['n_valid'], meta['n_test'], meta['epochs']) == (36, 4, 12, 2)
+    assert meta['dataset'] == {'n_train': 40, 'n_test': 12, 'partial': True}
+    assert meta['args']['model'] == 'resnet20' and meta['args']['lr_decay_iter'] == [20, 30]
+    assert meta['parameters'] == 269722 and 'torch' in meta['versions']
+    best = min(rows, key=lambda r: (float(r['valid_error']), int(r['epoch'])))
+    assert meta['best_epoch'] == int(best['epoch']) and meta['test_error_at_best'] == float(best['test_error'])
+
+    # The seeds fix every random stream: a second run repeats the numbers.
+    again = _control(tmp_path, tmp_path / 'again')
+    with open(again + '_log.csv', newline='') as f:
+        rows_again = list(csv.DictReader(f))
+    assert [dict(r, elapsed=None) for r in rows] == [dict(r, elapsed=None) for r in rows_again]

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Run the partial-set evidence table: each row's seeds, Chainer and the PyTorch control, in parallel.
+
+    python tools/evidence.py -g 0 --jobs 14 --deadline 300     # a GPU machine: every run at once
+    python tools/evidence.py --jobs 1 --only resnet20-paper    # the CPU: one run after the other
+    python tools/evidence.py --list                            # the runs and their commands
+
+Each run is one command a user can type (printed by ``--list``):
+``python src/compare.py run PRESET --scale partial --seeds S`` for Chainer and
+``python tools/torch_control.py PRESET --scale partial --seeds S`` for the
+control, writing to ``RUNS_DIR/partial/PRESET/``. This tool only schedules
+them: the longest first, at most ``--jobs`` at a time, each single-threaded
+on the CPU side (OMP/BLAS/PyTorch threads 1) so that many share a GPU
+machine's cores. A run whose ``_run.json`` says ``finished`` is skipped; a
+Chainer run that was stopped resumes from its snapshot. At ``--deadline``
+seconds every run still going gets SIGINT (train.py writes its snapshot and
+records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
+to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'src'))
+
+import chainer_cifar  # noqa: E402,F401  (compat layer first)
+from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.results import presets  # noqa: E402
+
+# The table of issue "Show the reproduction": (preset, seeds, frameworks).
+ROWS = [
+    ('resnet20-paper', (1, 2, 3), ('chainer', 'pytorch')),
+    ('resnet56-paper', (1, 2), ('chainer', 'pytorch')),
+    ('article-cnn', (1, 2), ('chainer',)),
+    ('article-cnnbn', (1, 2), ('chainer',)),
+    ('article-vgg', (1, 2), ('chainer',)),
+    ('article-residual', (1, 2), ('chainer',)),
+    ('article-residual-skip', (1, 2), ('chainer',)),
+]
+# Rough relative cost of one run (ResNet-20 in Chainer = 1), only to start the longest first.
+COST = {'resnet20-paper': 1.0, 'resnet56-paper': 2.8, 'article-cnn': 0.3, 'article-cnnbn': 0.4,
+        'article-vgg': 0.8, 'article-residual': 4.0, 'article-residual-skip': 3.5}
+CONTROL_COST = 0.3
+SMOKE = ['--iter', '1', '--subset', '256']
+
+
+class Run(object):
+    def __init__(self, preset, seed, framework, runs_dir, gpu, smoke=False):
+        self.preset, self.seed, self.framework = preset, seed, framework
+        self.name = '{}_{}s{}'.format(preset, 'torch_' if framework == 'pytorch' else '', seed)
+        self.folder = presets.run_dir(runs_dir, preset, 'partial')
+        self.record = os.path.join(self.folder, self.name + '_run.json')
+        self.snapshot = os.path.join(self.folder, self.name + '.snapshot')
+        self.cost = COST.get(preset, 1.0) * (CONTROL_COST if framework == 'pytorch' else 1.0)
+        script = 'src/compare.py run' if framework == 'chainer' else 'tools/torch_control.py'
+        self.command = ([sys.executable] + script.split() +
+                        [preset, '--scale', 'partial', '--seeds', str(seed), '-g', str(gpu),
+                         '--runs_dir', runs_dir, '--quiet'] + (SMOKE if smoke else []))
+        if framework == 'pytorch':
+            self.command += ['--threads', '1']
+        self.process = self.started = self.ended = None
+
+    def status(self):
+        try:
+            with open(self.record) as f:
+                return json.load(f).get('status')
+        except (OSError, ValueError):
+            return None
+
+    def argv(self):
+        if self.framework == 'chainer' and self.status() == 'interrupted' and os.path.isfile(self.snapshot):
+            return self.command + ['--resume', self.snapshot]
+        return self.command
+
+
+def parse_only(text):
+    """``'resnet20-paper:pytorch,article-cnn'`` -> ``{('resnet20-paper', 'pytorch'), ('article-cnn', None)}``."""
+    chosen = set()
+    for item in (i.strip() for i in text.split(',') if i.strip()):
+        preset, _, framework = item.partition(':')
+        rows = {p: f for p, _, f in ROWS}
+        if preset not in rows or (framework and framework not in rows[preset]):
+            raise UserError('--only {}: not a row of the table; choose from {} (optionally :chainer or '
+                            ':pytorch)'.format(item, ', '.join(rows)))
+        chosen.add((preset, framework or None))
+    return chosen
+
+
+def plan(runs_dir, gpu, only=None, smoke=False):
+    """Every run of the table (or of ``only``, from :func:`parse_only`), the longest first."""
+    def wanted(preset, framework):
+        return not only or (preset, None) in only or (preset, framework) in only
+    runs = [Run(p, s, f, runs_dir, gpu, smoke) for p, seeds, frameworks in ROWS
+            for s in seeds for f in frameworks if wanted(p, f)]
+    return sorted(runs, key=lambda r: -r.cost)
+
+
+def single_threaded_env():
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'CHAINER_CIFAR_THREADS'):
+        env[var] = '1'
+    return env
+
+
+def execute(runs, jobs, deadline, log_dir, say=print):
+    """Run ``runs`` ``jobs`` at a time until done or ``deadline`` seconds have passed."""
+    os.makedirs(log_dir, exist_ok=True)
+    pending = []
+    for r in runs:
+        if r.status() == 'finished':
+            say('skip {} (finished)'.format(r.name))
+        else:
+            pending.append(r)
+    start, running, env = time.time(), [], single_threaded_env()
+    while pending or running:
+        late = deadline is not None and time.time() - start > deadline
+        if late:
+            say('{:7.1f} s deadline: stopping {} run(s); {} not started'.format(
+                time.time() - start, len(running), len(pending)))
+            stop(running)
+            pending = []
+        while pending and len(running) < jobs:
+            r = pending.pop(0)
+            r.log = open(os.path.join(log_dir, r.name + '.log'), 'w')
+            r.started = time.time()
+            r.process = subprocess.Popen(r.argv(), cwd=ROOT, env=env, stdout=r.log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            running.append(r)
+            say('{:7.1f} s start {}'.format(r.started - start, ' '.join(r.argv()[1:])))
+        for r in [r for r in running if r.process.poll() is not None]:
+            r.ended = time.time()
+            r.log.close()
+            running.remove(r)
+            say('{:7.1f} s done  {} (exit {}, {:.0f} s, {})'.format(
+                r.ended - start, r.name, r.process.returncode, r.ended - r.started, r.status()))
+        time.sleep(0.5)
+    return runs
+
+
+def stop(running, grace=30):
+    for r in running:
+        os.killpg(r.process.pid, signal.SIGINT)
+    end = time.time() + grace
+    while time.time() < end and any(r.process.poll() is None for r in running):
+        time.sleep(0.5)
+    for r in running:
+        if r.process.poll() is None:
+            os.killpg(r.process.pid, signal.SIGKILL)
+            r.process.wait()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id for every run; negative = CPU')
+    p.add_argument('--jobs', type=int, default=1, help='runs at a time (default: %(default)s)')
+    p.add_argument('--deadline', type=float, default=None,
+                   help='seconds after which the runs still going are stopped (default: none)')
+    p.add_argument('--runs_dir', default='results', help='runs go to RUNS_DIR/partial/PRESET/')
+    p.add_argument('--only', default=None,
+                   help='comma list of presets, each optionally :chainer or :pytorch (default: every run)')
+    p.add_argument('--smoke', action='store_true',
+                   help='a dry run: every run for 1 epoch on 256 images ({})'.format(' '.join(SMOKE)))
+    p.add_argument('--list', action='store_true', help='print the runs and their commands, run nothing')
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    only = parse_only(args.only) if args.only else None
+    if args.jobs < 1:
+        raise UserError('--jobs must be at least 1, got {}'.format(args.jobs))
+    runs = plan(args.runs_dir, args.gpu, only, args.smoke)
+    if args.list:
+        for r in runs:
+            print('{:<34s} {}'.format(r.name, ' '.join(['python'] + r.command[1:])))
+        return 0
+    partial_dir = os.path.join(args.runs_dir, 'partial')
+    execute(runs, args.jobs, args.deadline, os.path.join(partial_dir, 'logs'))
+    import compare
+    compare.write_report(compare.find_logs([partial_dir]), os.path.join(partial_dir, 'report.md'),
+                         os.path.join(partial_dir, 'test_error.png'))
+    unfinished = [r.name for r in runs if r.status() != 'finished']
+    if unfinished:
+        print('not finished: {}'.format(', '.join(unfinished)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_main(main))
