@@ -9,7 +9,7 @@ Each run is one command a user can type (printed by ``--list``):
 ``python src/compare.py run PRESET --scale partial --seeds S`` for Chainer and
 ``python tools/torch_control.py PRESET --scale partial --seeds S`` for the
 control, writing to ``RUNS_DIR/partial/PRESET/``. This tool only schedules
-them: the longest first, at most ``--jobs`` at a time, each single-threaded
+them: in the table's order (or the longest first), at most ``--jobs`` at a time, each single-threaded
 on the CPU side (OMP/BLAS/PyTorch threads 1) so that many share a GPU
 machine's cores. A run whose ``_run.json`` says ``finished`` is skipped; a
 Chainer run that was stopped resumes from its snapshot. At ``--deadline``
@@ -91,13 +91,13 @@ def parse_only(text):
     return chosen
 
 
-def plan(runs_dir, gpu, only=None, smoke=False):
-    """Every run of the table (or of ``only``, from :func:`parse_only`), the longest first."""
+def plan(runs_dir, gpu, only=None, smoke=False, longest_first=False):
+    """Every run of the table (or of ``only``, from :func:`parse_only`), in table order or the longest first."""
     def wanted(preset, framework):
         return not only or (preset, None) in only or (preset, framework) in only
     runs = [Run(p, s, f, runs_dir, gpu, smoke) for p, seeds, frameworks in ROWS
             for s in seeds for f in frameworks if wanted(p, f)]
-    return sorted(runs, key=lambda r: -r.cost)
+    return sorted(runs, key=lambda r: -r.cost) if longest_first else runs
 
 
 def single_threaded_env():
@@ -128,8 +128,11 @@ def execute(runs, jobs, deadline, log_dir, say=print):
             r = pending.pop(0)
             r.log = open(os.path.join(log_dir, r.name + '.log'), 'w')
             r.started = time.time()
+            # A background job of a non-interactive shell inherits SIGINT ignored; give it back, so that
+            # the deadline's SIGINT reaches every run (Python then raises KeyboardInterrupt).
             r.process = subprocess.Popen(r.argv(), cwd=ROOT, env=env, stdout=r.log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             running.append(r)
             say('{:7.1f} s start {}'.format(r.started - start, ' '.join(r.argv()[1:])))
         for r in [r for r in running if r.process.poll() is not None]:
@@ -164,6 +167,8 @@ def build_parser():
     p.add_argument('--runs_dir', default='results', help='runs go to RUNS_DIR/partial/PRESET/')
     p.add_argument('--only', default=None,
                    help='comma list of presets, each optionally :chainer or :pytorch (default: every run)')
+    p.add_argument('--longest_first', action='store_true',
+                   help='start the longest runs first (for many --jobs); default: the table\'s order')
     p.add_argument('--smoke', action='store_true',
                    help='a dry run: every run for 1 epoch on 256 images ({})'.format(' '.join(SMOKE)))
     p.add_argument('--list', action='store_true', help='print the runs and their commands, run nothing')
@@ -175,7 +180,7 @@ def main(argv=None):
     only = parse_only(args.only) if args.only else None
     if args.jobs < 1:
         raise UserError('--jobs must be at least 1, got {}'.format(args.jobs))
-    runs = plan(args.runs_dir, args.gpu, only, args.smoke)
+    runs = plan(args.runs_dir, args.gpu, only, args.smoke, args.longest_first)
     if args.list:
         for r in runs:
             print('{:<34s} {}'.format(r.name, ' '.join(['python'] + r.command[1:])))

@@ -84,7 +84,7 @@ DTYPES=float32,mixed16
 # The check measures no time: the runs of the evidence table that fit in its shadow share the GPU with it
 # (the PyTorch control's, cheap on a GPU and slow on a CPU, and the article's CNN).
 log "evidence (in the background) and check"
-$PY tools/evidence.py -g "$GPU" --jobs "$(( $(nproc) > 10 ? 8 : 1 ))" --deadline "${EVIDENCE_SECONDS:-80}" \
+$PY tools/evidence.py -g "$GPU" --jobs "$(( $(nproc) > 10 ? 8 : 1 ))" --deadline "${EVIDENCE_SECONDS:-80}" --longest_first \
     --runs_dir "$RUNS" --only "${EVIDENCE_RUNS:-resnet20-paper:pytorch,resnet56-paper:pytorch,article-cnn}" \
     $SMOKE > "$OUT/evidence.log" 2>&1 &
 evidence=$!

@@ -42,7 +42,7 @@ from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.training.args import MODEL_OPTIONS, Parser, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS  # noqa: E402
-from chainer_cifar.training.trainer import dataset_info, write_json  # noqa: E402
+from chainer_cifar.training.trainer import code_version, dataset_info, device_name, write_json  # noqa: E402
 
 import numpy  # noqa: E402
 import torch  # noqa: E402
@@ -233,6 +233,14 @@ def train_epoch(model, optimizer, args, x, t, epoch, order_gen, augment_gen):
     return loss_sum.item() / len(x), wrong.item() / len(x), lr
 
 
+def device_label(device):
+    """The hardware's name, as train.py records it: the GPU's, or the CPU's model name."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    import chainer
+    return device_name(chainer.get_device('@numpy'))
+
+
 def train(args, device, sidecar):
     """Train one seed as ``args`` say, writing ``<prefix>_log.csv``, ``_run.json`` and ``_preset.json``."""
     torch.manual_seed(args.seed)  # the initial weights: drawn on the CPU, the same on every device
@@ -247,6 +255,7 @@ def train(args, device, sidecar):
     sizes = {'n_' + name: len(data[name][0]) if name in data else 0 for name in ('train', 'valid', 'test')}
     record = dict(sizes, args=vars(args), model=args.model, parameters=sum(p.numel() for p in model.parameters()),
                   images=os.path.abspath(args.dataset), labels=os.path.abspath(args.label), device=str(device),
+                  device_name=device_label(device), code=code_version(),
                   versions={'python': platform.python_version(), 'torch': torch.__version__, 'numpy': numpy.__version__},
                   dataset=dataset_info(args.dataset), start_time=datetime.datetime.now().isoformat(), end_time=None,
                   wall_seconds=None, status='running', epochs=0, best_epoch=0, best_valid_error=None,

@@ -129,6 +129,25 @@ def versions(device):
     return v
 
 
+def code_version():
+    """``git describe`` of the checkout this package runs from (``+dirty`` with local changes), or None.
+
+    Recorded in ``_run.json`` so that a result can be traced to the code that produced it.
+    """
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(['git', '-C', here, 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode:
+            return None
+        dirty = subprocess.run(['git', '-C', here, 'status', '--porcelain', '--untracked-files=no'],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ('+dirty' if dirty else '')
+
+
 def device_name(device):
     """The hardware behind ``device``: the GPU's name, or the CPU's model name (None if unknown)."""
     try:
@@ -298,7 +317,7 @@ def _train(args, device, splits, options, predictor, comm=None):
               'n_train': meta['n_train'], 'n_valid': meta['n_valid'], 'n_test': meta['n_test'],
               'images': os.path.abspath(args.dataset), 'labels': os.path.abspath(args.label),
               'device': str(device), 'device_name': device_name(device), 'versions': versions(device),
-              'start_time': start_time.isoformat(),
+              'code': code_version(), 'start_time': start_time.isoformat(),
               'end_time': None, 'wall_seconds': None, 'status': 'running'}
     info = dataset_info(args.dataset)
     if info is not None:
