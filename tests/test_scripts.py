@@ -137,3 +137,18 @@ def test_cupy_audit_without_cupy_is_one_error_line():
         _load('cupy_audit').main()
     message = str(e.value)
     assert message.startswith('error: CuPy cannot be imported here (') and '\n' not in message
+
+
+def test_gpu_check_reports_a_model_that_breaks_and_checks_the_others(capsys, monkeypatch):
+    script = _load('gpu_check')
+    real = script.check_model
+
+    def broken_cnn(spec, *args):
+        if spec == 'cnn':
+            raise TypeError('Expect: lhs.dtype == rhs.dtype\nActual: float64 != float32')
+        return real(spec, *args)
+    monkeypatch.setattr(script, 'check_model', broken_cnn)
+    assert script.main(['-g', '-1', '--models', 'cnn,resnet20', '--batch', '4']) == 1
+    rows = {(r[0], r[1]): r for r in _rows(capsys.readouterr().out)}
+    assert rows[('cnn', '-')][-1] == 'FAIL: TypeError: Expect: lhs.dtype == rhs.dtype Actual: float64 != float32'
+    assert rows[('resnet20', 'train')][-1] == 'ok'

@@ -133,6 +133,9 @@ def main(argv=None):
             rows = check_model(spec, device, args.batch, dtype)
         except UserError as e:  # an unknown model or option: the registry's one-line message
             sys.exit('error: {}'.format(e))
+        except Exception as e:  # a model that breaks is a failed check, and the others still run
+            rows = [('-', 'FAIL: {}: {}'.format(type(e).__name__, ' '.join(str(e).split())[:200]))]
+            failed += 1
         while header:  # printed once the first model is known to build
             print(header.pop(0))
         for row in rows:

@@ -367,7 +367,7 @@ class _WeightNormLink(chainer.Link):
         with self.init_scope():
             self.v = chainer.Parameter(initialW or initializers.LeCunNormal(), shape)
             norm = numpy.sqrt((self.v.array.reshape(shape[0], -1) ** 2).sum(axis=1))
-            self.g = chainer.Parameter(norm.astype(numpy.float32))
+            self.g = chainer.Parameter(norm.astype(self.v.array.dtype))  # the configured dtype, as v
             self.b = chainer.Parameter(0, (shape[0],))
 
     @property
