@@ -127,23 +127,30 @@ def test_training_forward_is_deterministic_without_dropout(name):
     numpy.testing.assert_allclose(model(x).array, model(x).array, rtol=1e-5, atol=1e-6)
 
 
+def paper_table():
+    """Rows of the parameter table in resnet_paper's docstring: name -> (n, layers, reported millions)."""
+    from chainer_cifar.models import resnet_paper
+    rows = re.findall(r'^(resnet\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)M$', resnet_paper.__doc__, re.M)
+    return {name: (int(n), int(layers), float(m)) for name, n, layers, m in rows}
+
+
+def test_the_paper_table_lists_every_paper_resnet():
+    assert sorted(paper_table()) == sorted(n for n in list_models() if re.fullmatch(r'resnet\d+', n))
+
+
 # Exact counts of the option-A CIFAR ResNets (no conv biases; BN gamma/beta counted).
-TABLE6 = {'resnet20': (269722, 0.27), 'resnet32': (464154, 0.46), 'resnet44': (658586, 0.66),
-          'resnet56': (853018, 0.85), 'resnet110': (1727962, 1.7), 'resnet1202': (19421274, 19.4)}
+EXACT_PARAMS = {'resnet20': 269722, 'resnet32': 464154, 'resnet44': 658586, 'resnet56': 853018,
+                'resnet110': 1727962, 'resnet1202': 19421274}
 
 
-@pytest.mark.parametrize('name', sorted(TABLE6))
+@pytest.mark.parametrize('name', sorted(EXACT_PARAMS))
 def test_paper_resnets_have_table6_parameter_and_layer_counts(name):
-    exact, reported_millions = TABLE6[name]
+    n, layers, reported_millions = paper_table()[name]
     model = create_model(name)
-    assert count_params(model) == exact
+    assert model.n == n and count_layers(model) == layers == 6 * n + 2
+    assert count_params(model) == EXACT_PARAMS[name]
     digits = 2 if reported_millions < 1 else 1
-    assert round(exact / 1e6, digits) == reported_millions
-    assert count_layers(model) == int(name[len('resnet'):])
-
-
-def test_resnet20_has_table6_parameter_count():
-    assert count_params(create_model('resnet20')) == 269722  # "0.27M"
+    assert round(EXACT_PARAMS[name] / 1e6, digits) == reported_millions
 
 
 def test_plain_nets_are_the_resnets_without_shortcuts():

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as TF
 
 from chainer_cifar.models.blocks import linear_skip_ratios, three_stage_plan
-from chainer_cifar.models.resnet_paper import TABLE6
+from chainer_cifar.models.resnet_paper import DEPTHS
 
 BN_EPS = 2e-5  # chainer.links.BatchNormalization's default
 BN_MOMENTUM = 0.1  # Chainer's decay 0.9
@@ -173,8 +173,8 @@ def build(name, options=None):
         return ConvPoolNet() if name == 'cnn' else ConvPoolNet(bn=True) if name == 'cnnbn' else VGG()
     if name == 'residual' and set(options) <= {'res_depth', 'skip_depth'}:
         return ResidualNet(**options)
-    if name.startswith('resnet') and name[6:].isdigit() and int(name[6:]) in TABLE6 and not options:
-        return _he_resnet(TABLE6[int(name[6:])][0])
+    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in DEPTHS and not options:
+        return _he_resnet(DEPTHS[int(name[6:])])
     return None
 
 

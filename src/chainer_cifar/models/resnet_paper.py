@@ -1,15 +1,26 @@
 """He et al. 2015, "Deep Residual Learning for Image Recognition", §4.2 (CIFAR-10).
 
-6n+2 weighted layers: conv3x3(16), then 3 stages of n basic blocks
-(2n layers each) at 16/32/64 channels on 32x32/16x16/8x8 maps, stride 2 at
-the first conv of stages 2 and 3, global average pooling, fc 10. BN after
-every convolution (so the convolutions carry no bias), option-A
-(parameter-free) shortcuts, He initialization. Table 6 reports the
-parameter counts 0.27M/0.46M/0.66M/0.85M/1.7M/19.4M and test errors
-8.75/7.51/7.17/6.97/6.43 (best of 5; mean 6.61)/7.93 % for n = 3/5/7/9/18/200.
+6n+2 weighted layers: conv3x3(16), then 3 stages of n basic blocks (2n layers
+each) at 16/32/64 channels on 32x32/16x16/8x8 maps, stride 2 at the first conv
+of stages 2 and 3, global average pooling, fc 10. BN after every convolution
+(so the convolutions carry no bias), option-A (parameter-free, zero-padded)
+shortcuts, He initialization.
 
-``plainN`` are the same networks without shortcuts (Fig. 6 left:
-the degradation experiment).
+==========  ===  ======  ===================================
+model       n    layers  parameters (paper, Table 6)
+==========  ===  ======  ===================================
+resnet20    3    20      0.27M
+resnet32    5    32      0.46M
+resnet44    7    44      0.66M
+resnet56    9    56      0.85M
+resnet110   18   110     1.7M
+resnet1202  200  1202    19.4M
+==========  ===  ======  ===================================
+
+The test errors the paper reports are in :mod:`chainer_cifar.results.published`;
+``tests/test_models.py`` checks the parameter counts against this table.
+``plain20`` ... ``plain56`` are the same networks without shortcuts (Fig. 6,
+left: the degradation experiment).
 """
 
 from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase, he_normal,
@@ -17,6 +28,9 @@ from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase,
 from chainer_cifar.models.registry import register_model
 
 PAPER = 'He et al. 2015, §4.2 / Table 6'
+FIG6 = 'He et al. 2015, Fig. 6'
+# depth -> n, for tools that build the same networks elsewhere (the PyTorch twins).
+DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}
 
 
 class ResNet(ResidualNetBase):
@@ -31,29 +45,61 @@ class ResNet(ResidualNetBase):
         self.plain = plain
 
 
-# depth -> (n, Table 6 parameters, Table 6 error %); the numbers are the paper's, not ours
-TABLE6 = {20: (3, '0.27M', 8.75), 32: (5, '0.46M', 7.51), 44: (7, '0.66M', 7.17),
-          56: (9, '0.85M', 6.97), 110: (18, '1.7M', 6.43), 1202: (200, '19.4M', 7.93)}
-PLAIN_DEPTHS = (20, 32, 44, 56)  # Fig. 6 (left)
+@register_model('resnet20', source=PAPER)
+def resnet20():
+    """ResNet-20, n=3 (the paper: 0.27M parameters)"""
+    return ResNet(3)
 
 
-def _register(depth, plain):
-    n = TABLE6[depth][0]
-    name = '{}{}'.format('plain' if plain else 'resnet', depth)
-    if plain:
-        doc = 'plain {}-layer net (no shortcuts), Fig. 6'.format(depth)
-    else:
-        doc = 'ResNet-{}, n={} (reported {} params, {}% error)'.format(depth, n, *TABLE6[depth][1:])
-
-    def factory():
-        return ResNet(n, plain=plain)
-    factory.__name__ = name
-    factory.__doc__ = doc
-    register_model(name, source=PAPER if not plain else 'He et al. 2015, Fig. 6')(factory)
-    return factory
+@register_model('resnet32', source=PAPER)
+def resnet32():
+    """ResNet-32, n=5 (the paper: 0.46M parameters)"""
+    return ResNet(5)
 
 
-for _depth in TABLE6:
-    globals()['resnet{}'.format(_depth)] = _register(_depth, plain=False)
-for _depth in PLAIN_DEPTHS:
-    globals()['plain{}'.format(_depth)] = _register(_depth, plain=True)
+@register_model('resnet44', source=PAPER)
+def resnet44():
+    """ResNet-44, n=7 (the paper: 0.66M parameters)"""
+    return ResNet(7)
+
+
+@register_model('resnet56', source=PAPER)
+def resnet56():
+    """ResNet-56, n=9 (the paper: 0.85M parameters)"""
+    return ResNet(9)
+
+
+@register_model('resnet110', source=PAPER)
+def resnet110():
+    """ResNet-110, n=18 (the paper: 1.7M parameters)"""
+    return ResNet(18)
+
+
+@register_model('resnet1202', source=PAPER)
+def resnet1202():
+    """ResNet-1202, n=200 (the paper: 19.4M parameters)"""
+    return ResNet(200)
+
+
+@register_model('plain20', source=FIG6)
+def plain20():
+    """plain 20-layer net (no shortcuts), Fig. 6"""
+    return ResNet(3, plain=True)
+
+
+@register_model('plain32', source=FIG6)
+def plain32():
+    """plain 32-layer net (no shortcuts), Fig. 6"""
+    return ResNet(5, plain=True)
+
+
+@register_model('plain44', source=FIG6)
+def plain44():
+    """plain 44-layer net (no shortcuts), Fig. 6"""
+    return ResNet(7, plain=True)
+
+
+@register_model('plain56', source=FIG6)
+def plain56():
+    """plain 56-layer net (no shortcuts), Fig. 6"""
+    return ResNet(9, plain=True)

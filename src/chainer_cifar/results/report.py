@@ -208,6 +208,23 @@ def table(groups):
     return '\n'.join(out) + '\n'
 
 
+def published_table():
+    """Markdown table of every published number in :mod:`.published` (docs/results.md shows it verbatim)."""
+    from chainer_cifar.results.published import PUBLISHED
+
+    def number(p):
+        return _pm(p.error, p.std, 3 if p.source == 'pytorch' else 2)  # as each source gives them
+
+    out = ['| preset | source | published test error, % | runs | params (source) | note |',
+           '|---|---|---:|---:|---:|---|']
+    for p in PUBLISHED:
+        params = '–' if not p.params else ('{:.2f}M'.format(p.params / 1e6) if p.params < 1e7
+                                            else '{:.1f}M'.format(p.params / 1e6))
+        out.append('| `{}` | {} | {} | {} | {} | {} |'.format(
+            p.preset, p.source, number(p), p.runs or '–', params, p.note.replace('+-', '±')))
+    return '\n'.join(out) + '\n'
+
+
 def plot(groups, path):
     """Overlay the test-error curves of every run, one colour per group."""
     import matplotlib

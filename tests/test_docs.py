@@ -1,0 +1,52 @@
+"""The docs state the facts that live in the code: published numbers, the registry's models."""
+import os
+import re
+
+from chainer_cifar.models import list_models
+from chainer_cifar.results import presets, published
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs')
+
+
+def model_rows(path):
+    """``{model: last cell}`` of every table row of ``path`` that starts with a registered `-m` name."""
+    models = set(list_models())
+    rows = {}
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            m = re.match(r'\| `([a-z0-9_]+)` \|.*\| ([^|]*) \|$', line.strip())
+            if m and m.group(1) in models:
+                rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def reported_for(model):
+    """Every number published.py holds for ``model``: errors, accuracies (100 - error), numbers in notes."""
+    numbers = set()
+    for p in published.PUBLISHED:
+        args = presets.get_preset(p.preset).args
+        if args[args.index('-m') + 1] != model:
+            continue
+        numbers |= {round(p.error, 2), round(100 - p.error, 2)}
+        numbers |= {round(float(x), 2) for x in re.findall(r'\d+\.\d+', p.note)}
+        if p.std is not None:
+            numbers.add(round(p.std, 2))
+    if model in published.REPORTED_ONLY:
+        numbers.add(published.REPORTED_ONLY[model][1])
+    return numbers
+
+
+def test_every_reported_number_in_models_md_is_the_one_published_py_holds():
+    rows = model_rows(os.path.join(DOCS, 'models.md'))
+    assert {'cnn', 'vgg', 'residual', 'resnet20', 'resnet1202', 'keras_deep_cnn', 'ablation_gap'} <= set(rows)
+    checked = 0
+    for model, cell in rows.items():
+        for number in re.findall(r'(\d+(?:\.\d+)?) %', cell):
+            assert round(float(number), 2) in reported_for(model), (model, number, cell)
+            checked += 1
+    assert checked >= 20
+
+
+def test_results_md_shows_the_published_table_generated_from_published_py():
+    from chainer_cifar.results.report import published_table
+    assert published_table() in open(os.path.join(DOCS, 'results.md'), encoding='utf-8').read()
