@@ -51,6 +51,22 @@ def official_batches(tmp_path):
     return folder, data
 
 
+def import_torch(what):
+    """PyTorch for the tests of the measurement tools, or a skip naming ``what`` needs it.
+
+    ``CHAINER_CIFAR_REQUIRE_TORCH=1`` (CI sets it where it installs the CPU wheel) turns the skip
+    into a failure, so the control's tests cannot silently vanish there.
+    """
+    try:
+        import torch
+        return torch
+    except Exception as e:  # any import failure means: no usable PyTorch here
+        reason = '{} needs PyTorch, which is not importable here ({})'.format(what, e)
+        if os.environ.get('CHAINER_CIFAR_REQUIRE_TORCH') == '1':
+            pytest.fail('CHAINER_CIFAR_REQUIRE_TORCH=1 but ' + reason, pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
 @pytest.fixture(scope='session')
 def mini_archive():
     """The real partial CIFAR-10 archive: ``$CIFAR10_ARCHIVE`` or ``../shared/cifar10/``.

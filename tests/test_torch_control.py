@@ -6,7 +6,9 @@ import sys
 import numpy
 import pytest
 
-torch = pytest.importorskip('torch', reason='the PyTorch control needs torch (tools/torch_control.py)')
+from conftest import import_torch  # noqa: E402
+
+torch = import_torch('the PyTorch control (tools/torch_control.py)')
 
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402

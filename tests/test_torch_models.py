@@ -13,10 +13,9 @@ import pytest
 
 import chainer
 
-try:
-    import torch
-except Exception as e:  # noqa: BLE001  (any import failure means: no PyTorch here)
-    pytest.skip('PyTorch is not importable here ({})'.format(e), allow_module_level=True)
+from conftest import import_torch
+
+torch = import_torch('the PyTorch twins (tools/torch_models.py)')
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools')
 if TOOLS not in sys.path:
