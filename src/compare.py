@@ -35,7 +35,11 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
     sub.add_parser('list', help='list the presets and their published numbers')
-    r = sub.add_parser('run', help='train a preset once per seed (extra flags go to train.py)')
+    r = sub.add_parser('run', help='train a preset once per seed (extra flags go to train.py)',
+                       description='Train PRESET once per seed through train.py. Any flag not listed here '
+                                   '(-g 0, --quiet, or a change such as --iter 1 --subset 256) is passed on '
+                                   'to train.py; a change to the recipe is recorded, and such runs are '
+                                   'reported apart from the published numbers.')
     r.add_argument('preset', help='a preset name (see `compare.py list`)')
     r.add_argument('--seeds', default='1', help='comma-separated seeds, e.g. 1,2,3,4,5')
     r.add_argument('--scale', choices=presets.SCALES, default='full',
@@ -131,8 +135,10 @@ def main(argv=None):
     if args.command != 'run' and extra:
         raise UserError('unknown arguments: {}'.format(' '.join(extra)))
     if args.command == 'list':
-        for name, description, numbers in presets.describe():
-            print('{:<28s} {:<75s} {}'.format(name, description, numbers))
+        rows = [('preset', 'recipe', 'published test error (source)')] + presets.describe()
+        names, numbers = (max(len(r[i]) for r in rows) for i in (0, 2))
+        for name, description, published in rows:  # the description last: a long one cannot shift columns
+            print('{:<{}}  {:<{}}  {}'.format(name, names, published, numbers, description))
     elif args.command == 'run':
         logs = run_preset(args.preset, _seeds(args.seeds), args.runs_dir, extra, scale=args.scale)
         folder = presets.run_dir(args.runs_dir, args.preset, args.scale)

@@ -315,3 +315,19 @@ def test_partial_scale_with_a_subset_or_changes_is_not_the_protocol(tmp_path):
     groups = report.group_runs([runs.load_run(a)]) + report.group_runs([run_b])
     assert [g.protocol for g in groups] == [False, False]
     assert 'Not comparable with published numbers' in report.table(groups)
+
+
+def test_list_has_a_header_and_keeps_its_columns_whatever_the_description(capsys):
+    compare.main(['list'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['preset', 'published', 'test', 'error', '(source)', 'recipe']
+    assert [line.split()[0] for line in lines[1:]] == list(presets.PRESETS)
+    recipe_column = lines[0].index('recipe')
+    for line, (name, description, _) in zip(lines[1:], presets.describe()):
+        assert line[recipe_column:] == description, name
+
+
+def test_run_help_says_that_other_flags_go_to_train(capsys):
+    with pytest.raises(SystemExit):
+        compare.main(['run', '--help'])
+    assert 'passed on to train.py' in ' '.join(capsys.readouterr().out.split())
