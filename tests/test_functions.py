@@ -269,15 +269,23 @@ def test_batch_normalization_finetune_and_options_fall_back():
     assert lazy(x).shape == x.shape
 
 
-def test_batch_normalization_double_backprop_is_refused_clearly():
-    x = chainer.Variable(numpy.random.RandomState(0).standard_normal((4, 3)).astype(numpy.float32))
-    y = FL.BatchNormalization(3)(x)
-    with pytest.raises(NotImplementedError, match='use_fast_kernels'):
-        chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
-    with chainer.using_config('use_fast_kernels', False):
-        y = FL.BatchNormalization(3)(x)
-        gx, = chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
-        assert gx.creator is not None
+@pytest.mark.parametrize('relu', [False, True])
+def test_batch_normalization_double_backprop_takes_chainers_gradient_node(relu):
+    # The fast node's first-order backward is its own; with enable_double_backprop it
+    # builds Chainer's differentiable BatchNormalizationGrad from the same statistics.
+    x0 = numpy.random.RandomState(0).standard_normal((4, 3, 2, 2)).astype(numpy.float32)
+    out = []
+    for fast in (True, False):
+        x = chainer.Variable(x0)
+        with chainer.using_config('use_fast_kernels', fast):
+            y = FL.BatchNormalization(3)(x, relu=relu)
+            assert (type(y.creator).__name__ == 'BatchNormalizationFast') == fast
+            gx, = chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
+            assert gx.creator is not None
+            ggx, = chainer.grad([F.sum(gx * gx)], [x])
+        out.append((gx.array, ggx.array))
+    for a, r in zip(*out):
+        numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
 
 
 def test_convolution_link_matches_chainer_and_uses_fast_path():

@@ -5,8 +5,10 @@ constructor signatures, parameter and persistent names (``W``, ``b``;
 ``gamma``, ``beta``, ``avg_mean``, ``avg_var``, ``N``), so saved models load
 either way. ``forward`` takes the fast path for NumPy arrays while
 ``chainer.config.use_fast_kernels`` is on (the default) and calls Chainer's
-own implementation otherwise (CuPy, ChainerX, options not handled, or the
-switch off). To use them in model code::
+own implementation otherwise (CuPy, ChainerX, options not handled, mixed
+dtypes, or the switch off): the body of Chainer's ``forward`` with Chainer's
+functions captured at import, so routing ``chainer.functions``' names to this
+package's functions cannot make a fallback call itself. To use them in model code::
 
     from chainer_cifar import links as L        # instead of: import chainer.links as L
     from chainer_cifar.links import max_pooling_2d, average_pooling_2d
@@ -20,6 +22,7 @@ import chainer
 import chainer.functions as F
 import chainer.links as _L
 from chainer import configuration
+from chainer import memory_layouts
 from chainer.links import *  # noqa: F401,F403  (re-export: L.Linear etc. keep working)
 from chainer.utils import argument
 
@@ -33,15 +36,19 @@ class Convolution2D(_L.Convolution2D):
     """:class:`chainer.links.Convolution2D` with the fast NumPy convolution."""
 
     def forward(self, x):
-        W = self.W
-        if (W.raw_array is not None and not self.cudnn_fast and self.groups == 1
-                and _conv._pair(self.dilate) == (1, 1)
-                and use_fast(x, W, self.b)
-                and getattr(x, 'layout', None) is None):
-            args = (x, W) if self.b is None else (x, W, self.b)
+        x = chainer.as_variable(x)
+        assert x.layout == self.x_layout
+        if self.W.raw_array is None:
+            _, c, _, _ = memory_layouts.get_semantic_shape(x, assumed_layout=self.x_layout)
+            self._initialize_params(c)
+        W, b = self.W, self.b
+        if (not self.cudnn_fast and x.layout is None
+                and _conv.fast_path(x, W, b, dilate=self.dilate, groups=self.groups)):
+            args = (x, W) if b is None else (x, W, b)
             y, = _conv.Convolution2DFast(self.stride, self.pad).apply(args)
             return y
-        return super(Convolution2D, self).forward(x)
+        return _conv._chainer_convolution_2d(x, W, b, self.stride, self.pad, dilate=self.dilate,
+                                             groups=self.groups, cudnn_fast=self.cudnn_fast)
 
 
 class BatchNormalization(_L.BatchNormalization):
@@ -86,7 +93,33 @@ class BatchNormalization(_L.BatchNormalization):
         return F.relu(y) if relu else y
 
     def _stock(self, x, finetune, relu):
-        y = super(BatchNormalization, self).forward(x, finetune=finetune)
+        """Chainer's ``forward`` (7.8.1) with its functions captured at import, then the ReLU."""
+        if self.avg_mean is None:
+            self._initialize_params(tuple(d for i, d in enumerate(x.shape) if i not in self.axis))
+        gamma = self.gamma
+        if gamma is None:
+            gamma, = self._get_gamma()
+        beta = self.beta
+        if beta is None:
+            beta, = self._get_beta()
+        if configuration.config.train:
+            if finetune:
+                self.N += 1
+                decay = 1. - 1. / self.N
+            else:
+                decay = self.decay
+            avg_mean, avg_var = self.avg_mean, self.avg_var
+            if chainer.config.in_recomputing:
+                # Do not update statistics when extra forward computation is called.
+                if finetune:
+                    self.N -= 1
+                avg_mean = avg_var = None
+            y = _bn._chainer_batch_normalization(
+                x, gamma, beta, eps=self.eps, running_mean=avg_mean, running_var=avg_var,
+                decay=decay, axis=self.axis)
+        else:
+            y = _bn._chainer_fixed_batch_normalization(
+                x, gamma, beta, self.avg_mean, self.avg_var, self.eps, axis=self.axis)
         return F.relu(y) if relu else y
 
 
@@ -101,8 +134,10 @@ def conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
     into the convolution: ``W' = W * s`` and ``b' = (b - mean) * s + beta``
     with ``s = gamma / sqrt(var + eps)``, and the residual and the ReLU are
     applied to each chunk of the output as it is written, so the separate
-    passes over the activations disappear. Everywhere else it is the
-    composition of Chainer functions it describes.
+    passes over the activations disappear. Everywhere else (and when a
+    statistic or parameter of the BatchNormalization is NaN or infinite, where
+    folding would move where NaN and inf appear) it is the composition of
+    Chainer functions it describes.
     """
     if residual is not None:
         residual = chainer.as_variable(residual)
@@ -123,11 +158,12 @@ def conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
         if scale_all != 1.0:
             scale *= dt.type(scale_all)
             shift *= dt.type(scale_all)
-        W2 = W * scale.reshape(-1, 1, 1, 1)
-        node = _conv.Convolution2DFast(conv.stride, conv.pad, relu=relu,
-                                       residual=None if residual is None else residual.array)
-        y, = node.apply((x, W2, shift))
-        return y
+        if numpy.isfinite(scale).all() and numpy.isfinite(shift).all():
+            W2 = W * scale.reshape(-1, 1, 1, 1)
+            node = _conv.Convolution2DFast(conv.stride, conv.pad, relu=relu,
+                                           residual=None if residual is None else residual.array)
+            y, = node.apply((x, W2, shift))
+            return y
     if residual is None and scale_all == 1.0:
         return bn(conv(x), relu=relu)
     h = bn(conv(x))

@@ -3,9 +3,11 @@
 The C files are compiled once per machine, into one library, with the system's C compiler
 (``$CC``, else ``cc``) into a cache folder, ``$CHAINER_CIFAR_NATIVE_CACHE``,
 else ``$XDG_CACHE_HOME/chainer_cifar`` (``~/.cache/chainer_cifar``), else a
-temporary folder. The library's name carries a hash of the sources and the
-compiler, and it is written under a temporary name and renamed, so processes
-that start together (MPI ranks, test workers) never load a half-written file.
+per-user temporary folder (``/tmp/chainer_cifar-<uid>``). New folders are made
+0700, and a folder or library that another user owns or may write to is never
+used. The library's name carries a hash of the sources and the compiler, and
+it is written under a temporary name and renamed, so processes that start
+together (MPI ranks, test workers) never load a half-written file.
 
 Everything degrades to the NumPy paths (im2col + GEMM, NumPy BatchNorm and
 residual merge and max pooling), which stay the reference: no compiler, a failed build, a CPU without AVX2 + FMA, a non-x86
@@ -18,6 +20,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -41,20 +44,52 @@ def _cache_dirs():
     if env:
         return [env]
     xdg = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return [os.path.join(xdg, 'chainer_cifar'), os.path.join(tempfile.gettempdir(), 'chainer_cifar-native')]
+    # The fallback is per user: a shared, predictable /tmp folder would let another
+    # user plant a library there that this process then loads.
+    return [os.path.join(xdg, 'chainer_cifar'),
+            os.path.join(tempfile.gettempdir(), 'chainer_cifar-{}'.format(os.getuid()))]
+
+
+def _private(path):
+    """Why ``path`` (a cache folder or library) is unsafe to load code from, or None if it is safe.
+
+    Safe: owned by this user and writable by nobody else, so no one else can
+    have put a library there or swap it before it is loaded.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return str(e)
+    if st.st_uid not in (os.getuid(), 0):  # root could replace anything anyway
+        return '{} belongs to another user (uid {})'.format(path, st.st_uid)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return '{} is writable by others (mode {:o})'.format(path, stat.S_IMODE(st.st_mode))
+    return None
+
+
+def _library_name(compiler, source_bytes):
+    key = hashlib.sha256(source_bytes + compiler.encode() + ' '.join(_FLAGS).encode()
+                         + platform.machine().encode()).hexdigest()[:16]
+    return 'native-{}.so'.format(key)
 
 
 def _build(compiler, source_bytes):
     """Path of the compiled library, building it if needed; raises OSError with the reason."""
-    key = hashlib.sha256(source_bytes + compiler.encode() + ' '.join(_FLAGS).encode()
-                         + platform.machine().encode()).hexdigest()[:16]
     errors = []
     for folder in _cache_dirs():
-        path = os.path.join(folder, 'native-{}.so'.format(key))
+        path = os.path.join(folder, _library_name(compiler, source_bytes))
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)  # a new folder is private
+        except OSError as e:
+            errors.append('{}: {}'.format(folder, e))
+            continue
+        unsafe = _private(folder) or (os.path.exists(path) and _private(path))
+        if unsafe:
+            errors.append('not using {}: {}'.format(folder, unsafe))
+            continue
         if os.path.exists(path):
             return path
         try:
-            os.makedirs(folder, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix='.so', dir=folder)
             os.close(fd)
         except OSError as e:
@@ -72,7 +107,7 @@ def _build(compiler, source_bytes):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise OSError('no writable cache folder ({})'.format('; '.join(errors)))
+    raise OSError('no safe writable cache folder ({})'.format('; '.join(errors)))
 
 
 def _load():
@@ -101,8 +136,8 @@ def _load():
     lib.cc_pad_f32.restype = ctypes.c_int
     lib.cc_bn_stats_f32.argtypes = [p, i64, i64, i64, i64, p, p, p]
     lib.cc_bn_forward_f32.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, ctypes.c_int]
-    lib.cc_bn_grad_sums_f32.argtypes = [p, p, p, i64, i64, i64, i64, p, p]
-    lib.cc_bn_grad_x_f32.argtypes = [p, p, p, i64, i64, i64, i64, p, p, p, p]
+    lib.cc_bn_grad_sums_f32.argtypes = [p, p, p, p, i64, i64, i64, i64, p, p]
+    lib.cc_bn_grad_x_f32.argtypes = [p, p, p, p, i64, i64, i64, i64, p, p, p, p]
     lib.cc_add_relu_f32.argtypes = [p, p, p, i64]
     lib.cc_masked_grad_f32.argtypes = [p, p, p, i64]
     lib.cc_maxpool_f32.argtypes = [p] + [i64] * 11 + [p, p, ctypes.c_int]

@@ -3,10 +3,10 @@
 Train mode (:class:`BatchNormalizationFast`) computes the per-channel mean and
 (biased) variance over ``(N, H, W)`` in one pass (shifted sums, float64
 totals), then, group of images by group while each is in the cache
-(see ``_GROUP_ELEMENTS``), writes the centred ``x - mean`` once
-(kept for backward instead of ``x``) and ``y = (x - mean) * gamma / std + beta``
-in one pass, optionally followed in the same pass by a ReLU (``relu=True``:
-the ReLU's mask is applied to ``gy`` in backward, no separate node);
+(see ``_GROUP_ELEMENTS``), writes ``y = (x - mean) * gamma / std + beta`` in
+one pass, optionally followed in the same pass by a ReLU (``relu=True``:
+the ReLU's mask is applied to ``gy`` in backward, no separate node). It keeps
+``x`` for backward (as Chainer's node does) and centres it again there;
 backward is the standard fused form
 
     gx = gamma / std * (gy - (x_hat * sum(gy * x_hat) + sum(gy)) / m).
@@ -17,24 +17,41 @@ The running averages are updated exactly as
     running_mean = decay * running_mean + (1 - decay) * mean
     running_var  = decay * running_var  + (1 - decay) * m / (m - 1) * var
 
+and a batch that has one value per channel gets Chainer's warning. Double
+backpropagation (``enable_double_backprop=True``) takes Chainer's own
+differentiable gradient node (``BatchNormalizationGrad``) from the same
+statistics.
+
 Test mode (:class:`FixedBatchNormalizationFast`) is one multiply-add per
-element with the folded scale and shift.
+element with the folded scale and shift (or Chainer's ``(x - mean) * scale +
+beta`` when a parameter is NaN or infinite, where folding would turn an inf
+into NaN); its backward is Chainer's ``FixedBatchNormalizationGrad``.
 
 Only the default axes are handled (``x`` of shape (N, C) or (N, C, H, W),
-parameters of shape (C,)); the links fall back to Chainer otherwise. The
-train-mode node supports first-order gradients only: run double
-backpropagation under ``chainer.using_config('use_fast_kernels', False)``.
+parameters of shape (C,)); anything else goes to Chainer's functions,
+captured at import (so routing ``chainer.functions.batch_normalization`` to
+this module's function cannot make the fallback call itself).
 """
 import numpy
+
+import warnings
 
 import chainer
 import chainer.functions as F
 from chainer import function_node
+from chainer.functions.activation.relu import ReLUGrad2
+from chainer.functions.normalization import batch_normalization as _chainer_bn
 from chainer.utils import type_check
 
 from chainer_cifar.functions import _native, _parallel
 from chainer_cifar.functions._elementwise import channel_sums, relu_
 from chainer_cifar.functions._config import use_fast
+
+
+# Chainer's own functions, captured at import so the fallbacks stay Chainer's
+# even if someone routes chainer.functions' names to the functions here.
+_chainer_batch_normalization = _chainer_bn.batch_normalization
+_chainer_fixed_batch_normalization = _chainer_bn.fixed_batch_normalization
 
 
 def _as3(a):
@@ -85,6 +102,27 @@ def _sum_groups(parts):
             for i in range(len(parts[0]))]
 
 
+def _axes(x):
+    """Chainer's ``(axis, key_axis, expander)`` for the default axes of ``x`` (N, C, ...)."""
+    axis = (0,) + tuple(range(2, x.ndim))
+    return axis, (1,), (None, slice(None)) + (None,) * (x.ndim - 2)
+
+
+def _warn_if_one_value(x_shape, axis):
+    """Chainer's warning for a batch with one value per channel (its output is all zeros)."""
+    if all(x_shape[i] == 1 for i in axis):
+        warnings.warn(
+            'A batch with no more than one sample has been given'
+            ' to F.batch_normalization. F.batch_normalization'
+            ' will always output a zero tensor for such batches.'
+            ' This could be caused by incorrect configuration in'
+            ' your code (such as running evaluation while'
+            ' chainer.config.train=True),'
+            ' but could also happen in the last batch of training'
+            ' if non-repeating iterator is used.',
+            UserWarning)
+
+
 class BatchNormalizationFast(function_node.FunctionNode):
 
     def __init__(self, eps=2e-5, running_mean=None, running_var=None, decay=0.9, relu=False):
@@ -104,7 +142,8 @@ class BatchNormalizationFast(function_node.FunctionNode):
 
     def forward_cpu(self, inputs):
         x, gamma, beta = inputs
-        self.retain_inputs((1,))
+        self.retain_inputs((0, 1))  # x is centred again in backward (Chainer's node keeps it too)
+        _warn_if_one_value(x.shape, _axes(x)[0])
         dt = numpy.promote_types(x.dtype, gamma.dtype)
         lib = _native_lib(x, gamma)
         x3 = _as3(x) if lib is None else numpy.ascontiguousarray(_as3(x))
@@ -114,8 +153,10 @@ class BatchNormalizationFast(function_node.FunctionNode):
         groups = _groups(x3)
         # Sums of x - k with k the first group's channel means: the variance
         # E[(x-k)^2] - E[x-k]^2 then loses no precision to a large mean.
+        # (A NaN or inf k would make x - k NaN where Chainer's mean is inf: 0 there.)
         a0, b0 = groups[0]
         k = (x3[a0:b0].sum(axis=2).sum(axis=0, dtype=numpy.float64) / ((b0 - a0) * r))
+        k[~numpy.isfinite(k)] = 0
         k3 = k.astype(dt)[:, None]
 
         def stats(ab):
@@ -128,15 +169,14 @@ class BatchNormalizationFast(function_node.FunctionNode):
         s1, s2 = _sum_groups(_parallel.map_tasks(stats, groups, x3.size))
         shift_mean = s1 / m
         mean64 = k + shift_mean
-        var64 = numpy.maximum(s2 / m - shift_mean * shift_mean, 0)
+        var64 = numpy.maximum(s2 / m - shift_mean * shift_mean, 0)  # (NaN stays NaN)
         mean = mean64.astype(dt)
         var = var64.astype(dt)
         inv_std = numpy.reciprocal(numpy.sqrt(var + dt.type(self.eps), dtype=dt))
+        self.mean = mean
         self.inv_std = inv_std
-        xc = numpy.empty(x3.shape, dtype=dt)
         y = numpy.empty(x3.shape, dtype=x.dtype)
-        # xc = x - mean is kept for backward (x_hat = xc / std);
-        # y = xc * (gamma / std) + beta [then max(y, 0)].
+        # y = (x - mean) * (gamma / std) + beta [then max(y, 0)].
         mean3 = mean[:, None]
         scale = numpy.ascontiguousarray(gamma.astype(dt, copy=False) * inv_std)[:, None]
         shift = numpy.ascontiguousarray(beta, dtype=dt)[:, None]
@@ -146,18 +186,20 @@ class BatchNormalizationFast(function_node.FunctionNode):
             a, b = ab
             if lib is not None:
                 _check(lib.cc_bn_forward_f32(_ptr(x3), a, b, c, r, _ptr(mean), _ptr(scale), _ptr(shift),
-                                             _ptr(xc), _ptr(y), int(relu)))
+                                             None, _ptr(y), int(relu)))
                 return
-            xca, ya = xc[a:b], y[a:b]
-            numpy.subtract(x3[a:b], mean3, out=xca)
-            numpy.multiply(xca, scale, out=ya, casting='same_kind')
+            ya = y[a:b]
+            if dt == y.dtype:
+                numpy.subtract(x3[a:b], mean3, out=ya)
+                ya *= scale
+            else:
+                numpy.multiply(numpy.subtract(x3[a:b], mean3, dtype=dt), scale, out=ya, casting='same_kind')
             ya += shift
             if relu:
                 relu_(ya)
         _parallel.map_tasks(normalize, groups, x3.size)
         if relu:
             self.retain_outputs((0,))
-        self.xhat = xc
         if self.running_mean is not None:
             adjust = m / max(m - 1., 1.)
             decay = self.decay
@@ -168,18 +210,21 @@ class BatchNormalizationFast(function_node.FunctionNode):
         return y.reshape(x.shape),
 
     def backward(self, indexes, grad_outputs):
+        x, gamma = self.get_retained_inputs()
+        gy, = grad_outputs
         if chainer.config.enable_backprop:
-            raise NotImplementedError(
-                'chainer_cifar BatchNormalization does not support double backpropagation; '
-                "run it under chainer.using_config('use_fast_kernels', False)")
-        gamma, = self.get_retained_inputs()
-        gy = grad_outputs[0].array
-        xc = self.xhat  # centred x: x_hat = xc * inv_std
-        lib = _native_lib(gy, xc, gamma.array)
-        g3 = _as3(gy) if lib is None else numpy.ascontiguousarray(_as3(gy))
+            return self._chainer_backward(x, gamma, gy)
+        gy = gy.array
+        mean = self.mean
+        lib = _native_lib(gy, x.array, gamma.array, mean)
+        if lib is None:
+            x3, g3 = _as3(x.array), _as3(gy)
+        else:
+            x3, g3 = numpy.ascontiguousarray(_as3(x.array)), numpy.ascontiguousarray(_as3(gy))
         n, c, r = g3.shape
         m = self.m
-        dt = xc.dtype
+        dt = mean.dtype
+        mean3 = mean[:, None]
         groups = _groups(g3)
         y3 = _as3(self.get_retained_outputs()[0].array) if self.relu else None
         if lib is not None:
@@ -188,17 +233,19 @@ class BatchNormalizationFast(function_node.FunctionNode):
             gr = numpy.empty(g3.shape, dtype=g3.dtype)
         else:
             gr = g3
+        xcs = {}  # NumPy: each group's x - mean, from the sums to the gradient
 
         def sums(ab):
             a, b = ab
             if lib is not None:
                 s = numpy.zeros((2, c))
-                _check(lib.cc_bn_grad_sums_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r,
+                _check(lib.cc_bn_grad_sums_f32(_ptr(g3), _ptr(y3), _ptr(x3), _ptr(mean), a, b, c, r,
                                                _ptr(s[0], numpy.float64), _ptr(s[1], numpy.float64)))
                 return s[0], s[1]
             if self.relu:
                 numpy.multiply(g3[a:b], y3[a:b] > 0, out=gr[a:b])
-            return channel_sums(gr[a:b], xc[a:b])
+            xc = xcs[a] = numpy.subtract(x3[a:b], mean3, dtype=dt)
+            return channel_sums(gr[a:b], xc)
         gbeta, gxc = _sum_groups(_parallel.map_tasks(sums, groups, g3.size))
         gbeta = gbeta.astype(dt)
         ggamma = gxc.astype(dt) * self.inv_std
@@ -212,19 +259,30 @@ class BatchNormalizationFast(function_node.FunctionNode):
         def grad_x(ab):
             a, b = ab
             if lib is not None:
-                _check(lib.cc_bn_grad_x_f32(_ptr(g3), _ptr(y3), _ptr(xc), a, b, c, r, _ptr(a1), _ptr(a0),
-                                            _ptr(coef), _ptr(gx)))
+                _check(lib.cc_bn_grad_x_f32(_ptr(g3), _ptr(y3), _ptr(x3), _ptr(mean), a, b, c, r, _ptr(a1),
+                                            _ptr(a0), _ptr(coef), _ptr(gx)))
                 return
-            t = numpy.multiply(xc[a:b], a1)
+            t = xcs.pop(a)
+            t *= a1
             t += a0
             numpy.subtract(gr[a:b], t, out=t)
             numpy.multiply(t, coef, out=gx[a:b], casting='same_kind')
         _parallel.map_tasks(grad_x, groups, g3.size)
-        self.xhat = None
         gtype = gamma.dtype
         return (chainer.Variable(gx.reshape(gy.shape)),
                 chainer.Variable(ggamma.astype(gtype, copy=False)),
                 chainer.Variable(gbeta.astype(gtype, copy=False)))
+
+    def _chainer_backward(self, x, gamma, gy):
+        """Double backpropagation: Chainer's differentiable gradient node, on this node's statistics."""
+        if self.relu:
+            y, = self.get_retained_outputs()
+            gy, = ReLUGrad2(y.array).apply((gy,))
+        axis, key_axis, expander = _axes(x)
+        grad = _chainer_bn.BatchNormalizationGrad(
+            self.eps, expander, axis, self.mean, None, self.inv_std, key_axis,
+            _chainer_bn.GeneralBatchNormalizationImpl(), None)
+        return grad.apply((x, gamma, gy))
 
 
 class FixedBatchNormalizationFast(function_node.FunctionNode):
@@ -244,19 +302,25 @@ class FixedBatchNormalizationFast(function_node.FunctionNode):
 
     def forward_cpu(self, inputs):
         x, gamma, beta, mean, var = inputs
-        self.retain_inputs((0, 1, 2, 3, 4))
+        self.retain_inputs((0, 1, 3, 4))
         dt = numpy.promote_types(x.dtype, gamma.dtype)
         inv_std = numpy.reciprocal(numpy.sqrt(var.astype(dt) + dt.type(self.eps), dtype=dt))
         scale = (gamma.astype(dt, copy=False) * inv_std)
         shift = (beta.astype(dt, copy=False) - mean.astype(dt, copy=False) * scale)
         x3 = _as3(x)
         y = numpy.empty(x3.shape, dtype=x.dtype)
-        s3, t3 = scale[:, None], shift[:, None]
-
+        # Folded, y = x * scale + shift; with a NaN or inf parameter, Chainer's
+        # (x - mean) * scale + beta, where folding would give inf - inf = NaN.
+        folded = bool(numpy.isfinite(scale).all() and numpy.isfinite(shift).all())
+        s3, t3 = scale[:, None], (shift if folded else beta.astype(dt, copy=False))[:, None]
+        m3 = mean.astype(dt, copy=False)[:, None]
         relu = self.relu
 
         def work(a, b):
-            numpy.multiply(x3[a:b], s3, out=y[a:b])
+            if folded:
+                numpy.multiply(x3[a:b], s3, out=y[a:b], casting='same_kind')
+            else:
+                numpy.multiply(numpy.subtract(x3[a:b], m3, dtype=dt), s3, out=y[a:b], casting='same_kind')
             y[a:b] += t3
             if relu:
                 relu_(y[a:b])
@@ -267,26 +331,12 @@ class FixedBatchNormalizationFast(function_node.FunctionNode):
         if self.relu:
             raise NotImplementedError('FixedBatchNormalizationFast(relu=True) is for inference '
                                       '(enable_backprop=False) only')
-        x, gamma, beta, mean, var = self.get_retained_inputs()
+        x, gamma, mean, var = self.get_retained_inputs()
         gy, = grad_outputs
-        # Differentiable formulas from Chainer functions (first and higher order).
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        axes = (0,) + tuple(range(2, x.ndim))
-        inv_std = (var + self.eps) ** -0.5
-        b = lambda v: F.broadcast_to(F.reshape(v, shape), x.shape)  # noqa: E731
-        xc = x - b(mean)
-        ret = []
-        if 0 in indexes:
-            ret.append(gy * b(gamma * inv_std))
-        if 1 in indexes:
-            ret.append(F.sum(gy * xc, axis=axes) * inv_std)
-        if 2 in indexes:
-            ret.append(F.sum(gy, axis=axes))
-        if 3 in indexes:
-            ret.append(-F.sum(gy, axis=axes) * gamma * inv_std)
-        if 4 in indexes:
-            ret.append(F.sum(gy * xc, axis=axes) * gamma * (-0.5) * inv_std ** 3)
-        return ret
+        # Chainer's own gradient node (first and higher order, mixed dtypes).
+        axis, _, expander = _axes(x)
+        return _chainer_bn.FixedBatchNormalizationGrad(self.eps, expander, axis, None, None).apply(
+            (x, gamma, mean, var, gy))
 
 
 def _fast_ok(x, gamma, beta, *more):
@@ -303,8 +353,8 @@ def batch_normalization(x, gamma, beta, eps=2e-5, running_mean=None, running_var
         y, = BatchNormalizationFast(eps, running_mean, running_var, decay, relu=relu).apply(
             (x, gamma, beta))
         return y
-    y = F.batch_normalization(x, gamma, beta, eps=eps, running_mean=running_mean,
-                              running_var=running_var, decay=decay, axis=axis)
+    y = _chainer_batch_normalization(x, gamma, beta, eps=eps, running_mean=running_mean,
+                                     running_var=running_var, decay=decay, axis=axis)
     return F.relu(y) if relu else y
 
 
@@ -313,4 +363,4 @@ def fixed_batch_normalization(x, gamma, beta, mean, var, eps=2e-5, axis=None):
     if axis is None and _fast_ok(x, gamma, beta, mean, var):
         y, = FixedBatchNormalizationFast(eps).apply((x, gamma, beta, mean, var))
         return y
-    return F.fixed_batch_normalization(x, gamma, beta, mean, var, eps=eps, axis=axis)
+    return _chainer_fixed_batch_normalization(x, gamma, beta, mean, var, eps=eps, axis=axis)

@@ -29,11 +29,23 @@ ReLU in the write; training's ``backward_accumulate`` adds the gradient of
 ``x`` from other paths in the write of ``gx``. See docs/performance.md for
 measured numbers.
 
-Only ``groups=1``, ``dilate=1`` and ``cover_all=False`` are implemented here;
-:func:`convolution_2d` hands everything else (and CuPy / ChainerX arrays, and
-``use_fast_kernels=False``) to :func:`chainer.functions.convolution_2d`.
-Double backpropagation (``enable_double_backprop=True``) is supported through
-Chainer's differentiable formulas.
+Only ``groups=1``, ``dilate=1``, ``cover_all=False`` and one dtype for ``x``,
+``W`` and ``b`` are implemented here; :func:`convolution_2d` hands everything
+else (and CuPy / ChainerX arrays, and ``use_fast_kernels=False``) to
+:func:`chainer.functions.convolution_2d`, captured at import (so routing
+Chainer's name to this module's function cannot make the fallback call
+itself). Double backpropagation (``enable_double_backprop=True``) is
+supported through Chainer's differentiable formulas.
+
+NaN and inf: forward and ``gW`` add the same products as Chainer's im2col +
+GEMM (zeros where the window hangs over the padding, as Chainer's columns).
+``gx`` as a convolution of the zero-padded ``gy`` with the flipped kernel
+also multiplies weights by zeros that Chainer's col2im never forms, and the
+strided kernel multiplies ``gy`` by the zero weights of its stacked phases:
+harmless while those are finite (``0 * w == 0``), NaN where Chainer has
+none otherwise. So ``gx`` takes GEMM + col2im, Chainer's formula, when ``W``
+holds a NaN or inf, or (strided layers) ``gy`` does; both are checked on the
+small arrays at hand (``W``, ``gW``/``gb``) before touching ``gy``.
 """
 import math
 
@@ -44,11 +56,18 @@ import chainer
 import chainer.functions as F
 from chainer import function_node
 from chainer.functions.connection import convolution_2d as _chainer_conv
+from chainer.functions.connection import deconvolution_2d as _chainer_deconv
 from chainer.utils import type_check
 
 from chainer_cifar.functions import _direct, _parallel
 from chainer_cifar.functions._elementwise import relu_
 from chainer_cifar.functions._config import use_fast
+
+
+# Chainer's own functions, captured at import so the fallbacks stay Chainer's
+# even if someone routes chainer.functions' names to the functions here.
+_chainer_convolution_2d = _chainer_conv.convolution_2d
+_chainer_deconvolution_2d = _chainer_deconv.deconvolution_2d
 
 
 def _recompute():
@@ -381,9 +400,11 @@ class Convolution2DFast(function_node.FunctionNode):
         Wa = W.array
         xa = x.array
         kh, kw = Wa.shape[2:]
-        stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw
+        # gx as a convolution of padded gy with the flipped W needs a finite W (see the module's notes)
+        w_finite = 0 not in indexes or _finite(Wa)
+        stride1 = (self.sy, self.sx) == (1, 1) and self.ph < kh and self.pw < kw and w_finite
         if _direct.usable(gy, Wa):
-            return self._backward_direct(indexes, xa, Wa, gy)
+            return self._backward_direct(indexes, xa, Wa, gy, w_finite)
         return self._backward_gemm(indexes, xa, Wa, gy, stride1)
 
     def _backward_gemm(self, indexes, xa, Wa, gy, stride1):
@@ -420,7 +441,8 @@ class Convolution2DFast(function_node.FunctionNode):
                     _grad_x_stride1(gy4, Wa, ph, pw, wf=wf, out=gx[a:e],
                                     acc=None if acc is None else acc[a:e])
                 else:
-                    gcol = numpy.dot(W2.T, gy2).reshape(c, kh, kw, m, ho, wo)
+                    g2 = _ocn_from_nchw(gy[a:e]) if wide else gy2  # (wide rows hold extra columns)
+                    gcol = numpy.dot(W2.T, g2).reshape(c, kh, kw, m, ho, wo)
                     gx[a:e] = col2im_cn(gcol, sy, sx, ph, pw, h, w)
                     if acc is not None:
                         gx[a:e] += acc[a:e]
@@ -432,6 +454,10 @@ class Convolution2DFast(function_node.FunctionNode):
                         col = im2col_wide(xa[a:e], kh, kw, ph, pw)
                     else:
                         col = im2col_cn(xa[a:e], kh, kw, sy, sx, ph, pw)
+                if wide and wq > wo:
+                    # The discarded columns hold inputs of the next row: 0 there, or a NaN or
+                    # inf would reach gW through gy's zeros (0 * inf = NaN).
+                    col.reshape(k, m, ho, wq)[:, :, :, wo:] = 0
                 gwt = numpy.dot(col.reshape(k, -1), gy2.T)  # gWᵀ (K, O): the faster orientation
             if 2 in indexes:
                 gbc = gy2.sum(axis=1)
@@ -451,21 +477,44 @@ class Convolution2DFast(function_node.FunctionNode):
             ret.append(chainer.Variable(gb))
         return tuple(ret)
 
-    def _backward_direct(self, indexes, x, W, gy):
+    def _backward_direct(self, indexes, x, W, gy, w_finite=True):
         """With the compiled kernel: ``gx`` (plus the other paths' gradient, see
-        :meth:`backward_accumulate`), ``gW`` and ``gb``, for every stride; no columns."""
+        :meth:`backward_accumulate`), ``gW`` and ``gb``, for every stride; no columns.
+
+        ``gx`` takes GEMM + col2im instead where the kernel would make a NaN
+        Chainer does not (module notes): ``W`` not finite (``w_finite``), or a
+        strided layer's ``gy`` not finite, which shows in ``gW`` or ``gb``
+        (each sums products of every ``gy`` value) when they are computed.
+        """
         stride, pad = (self.sy, self.sx), (self.ph, self.pw)
-        ret = []
-        if 0 in indexes:
-            ret.append(chainer.Variable(_direct.grad_x(gy, W, self.x_shape, stride, pad, acc=self._acc)))
+        gW = gb = None
         if 1 in indexes or 2 in indexes:
             gW, gb = _direct.grad_w(x, gy, W.shape[2], W.shape[3], stride, pad, bias=2 in indexes)
-            if 1 in indexes:
-                ret.append(chainer.Variable(gW))
-            if 2 in indexes:
-                ret.append(chainer.Variable(gb))
+        gx = None
+        if 0 in indexes:
+            exact = w_finite
+            if exact and stride != (1, 1):
+                sums = gW if gW is not None else gb
+                exact = _finite(gy) if sums is None or not _finite(sums) else True
+            if exact:
+                gx = _direct.grad_x(gy, W, self.x_shape, stride, pad, acc=self._acc)
+            else:
+                gx, = self._backward_gemm((0,), x, W, gy, False)
+                gx = gx.array
         self.col = None
+        ret = []
+        if 0 in indexes:
+            ret.append(chainer.Variable(gx))
+        if 1 in indexes:
+            ret.append(chainer.Variable(gW))
+        if 2 in indexes:
+            ret.append(chainer.Variable(gb))
         return tuple(ret)
+
+
+def _finite(a):
+    """Whether every value of ``a`` is finite (a NaN or inf anywhere: False)."""
+    return bool(numpy.isfinite(a).all())
 
 
 def _gemm_wcol(W, col):
@@ -529,8 +578,8 @@ def _chainer_backward(node, indexes, x, W, gy):
     ret = []
     if 0 in indexes:
         xh, xw = x.shape[2:]
-        ret.append(F.deconvolution_2d(gy, W, stride=(node.sy, node.sx), pad=(node.ph, node.pw),
-                                      outsize=(xh, xw)))
+        ret.append(_chainer_deconvolution_2d(gy, W, stride=(node.sy, node.sx), pad=(node.ph, node.pw),
+                                             outsize=(xh, xw)))
     if 1 in indexes:
         gW, = _chainer_conv.Convolution2DGradW(
             _StockConv(node), W.shape, W.dtype, None).apply((x, gy))
@@ -552,12 +601,18 @@ class _StockConv(object):
         self._use_ideep = False
 
 
+def fast_path(x, W, b=None, cover_all=False, dilate=1, groups=1):
+    """Whether :class:`Convolution2DFast` computes this convolution (else Chainer's function does)."""
+    return (not cover_all and _pair(dilate) == (1, 1) and groups == 1 and use_fast(x, W, b)
+            and x.dtype == W.dtype and (b is None or b.dtype == x.dtype)
+            and x.ndim == 4 and W.ndim == 4)
+
+
 def convolution_2d(x, W, b=None, stride=1, pad=0, cover_all=False, **kwargs):
     """Drop-in for :func:`chainer.functions.convolution_2d` with a fast NumPy path."""
-    dilate = kwargs.get('dilate', 1)
-    groups = kwargs.get('groups', 1)
-    if (not cover_all and _pair(dilate) == (1, 1) and groups == 1 and use_fast(x, W, b)):
+    if not kwargs.get('cudnn_fast', False) and fast_path(
+            x, W, b, cover_all, kwargs.get('dilate', 1), kwargs.get('groups', 1)):
         args = (x, W) if b is None else (x, W, b)
         y, = Convolution2DFast(stride, pad).apply(args)
         return y
-    return F.convolution_2d(x, W, b, stride, pad, cover_all, **kwargs)
+    return _chainer_convolution_2d(x, W, b, stride, pad, cover_all, **kwargs)

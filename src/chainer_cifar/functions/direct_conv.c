@@ -37,16 +37,18 @@ int cc_conv_supported(void)
 #define OB 2  /* output channels per block */
 #define VB 4  /* vectors of 8 outputs per block */
 
-/* Add the residual, apply the ReLU and store one accumulator (the last vector of a row may be partial). */
+/* Add the residual, apply the ReLU and store one accumulator (the last vector of a row may be partial).
+ * The ReLU is max(0, s): _mm256_max_ps returns its second operand when either is NaN, so NaN
+ * passes, as numpy.maximum(s, 0). */
 TARGET static inline void put(__m256 s, float *yp, const float *rp, int full, __m256i tmask, int relu)
 {
     if (full) {
         if (rp) s = _mm256_add_ps(s, _mm256_loadu_ps(rp));
-        if (relu) s = _mm256_max_ps(s, _mm256_setzero_ps());
+        if (relu) s = _mm256_max_ps(_mm256_setzero_ps(), s);
         _mm256_storeu_ps(yp, s);
     } else {
         if (rp) s = _mm256_add_ps(s, _mm256_maskload_ps(rp, tmask));
-        if (relu) s = _mm256_max_ps(s, _mm256_setzero_ps());
+        if (relu) s = _mm256_max_ps(_mm256_setzero_ps(), s);
         _mm256_maskstore_ps(yp, tmask, s);
     }
 }
@@ -145,8 +147,9 @@ TARGET static inline float hsum(__m256 v)
  * output planes of all the images, in order, before their 9 sums are
  * stored: an 8x8 plane alone is too short to pay for the horizontal sums.
  * A missing channel or tap of the last block repeats the previous one and
- * is not stored. The last vector of a row reads gy through the mask, so its
- * lanes past the row add 0 (x there is the padded image, finite). */
+ * is not stored. The last vector of a row reads gy and x through the mask,
+ * so its lanes past the row add 0 * 0 (x there may be a real input, even a
+ * NaN or an inf, and 0 * NaN is NaN). */
 TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstride, const int64_t *toff,
                           int64_t taps, const float *gy, int64_t O, float *gw, int64_t Ho, int64_t Wo,
                           int64_t rstride)
@@ -169,23 +172,27 @@ TARGET static void grad_w(const float *xp, int64_t n0, int64_t n1, int64_t xstri
                 for (int64_t r = 0; r < Ho; r++) {
                     for (int64_t v = 0; v < nv; v++) {
                         const int64_t yo = r * Wo + 8 * v, xo = r * rstride + 8 * v;
-                        __m256 y0, y1, y2;
-                        if (v < nv - 1 || tail == 8) {
-                            y0 = _mm256_loadu_ps(g0 + yo); y1 = _mm256_loadu_ps(g1 + yo);
-                            y2 = _mm256_loadu_ps(g2 + yo);
-                        } else {
-                            y0 = _mm256_maskload_ps(g0 + yo, tmask); y1 = _mm256_maskload_ps(g1 + yo, tmask);
-                            y2 = _mm256_maskload_ps(g2 + yo, tmask);
-                        }
-                        __m256 x = _mm256_loadu_ps(xa + xo);
-                        a00 = _mm256_fmadd_ps(y0, x, a00); a10 = _mm256_fmadd_ps(y1, x, a10);
-                        a20 = _mm256_fmadd_ps(y2, x, a20);
-                        x = _mm256_loadu_ps(xb + xo);
-                        a01 = _mm256_fmadd_ps(y0, x, a01); a11 = _mm256_fmadd_ps(y1, x, a11);
-                        a21 = _mm256_fmadd_ps(y2, x, a21);
-                        x = _mm256_loadu_ps(xc + xo);
-                        a02 = _mm256_fmadd_ps(y0, x, a02); a12 = _mm256_fmadd_ps(y1, x, a12);
+                        __m256 y0, y1, y2, x;
+#define GW_LOAD(full, p) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), tmask))
+#define GW_STEP(full)                                                                         \
+                        y0 = GW_LOAD(full, g0 + yo); y1 = GW_LOAD(full, g1 + yo);             \
+                        y2 = GW_LOAD(full, g2 + yo);                                          \
+                        x = GW_LOAD(full, xa + xo);                                           \
+                        a00 = _mm256_fmadd_ps(y0, x, a00); a10 = _mm256_fmadd_ps(y1, x, a10); \
+                        a20 = _mm256_fmadd_ps(y2, x, a20);                                    \
+                        x = GW_LOAD(full, xb + xo);                                           \
+                        a01 = _mm256_fmadd_ps(y0, x, a01); a11 = _mm256_fmadd_ps(y1, x, a11); \
+                        a21 = _mm256_fmadd_ps(y2, x, a21);                                    \
+                        x = GW_LOAD(full, xc + xo);                                           \
+                        a02 = _mm256_fmadd_ps(y0, x, a02); a12 = _mm256_fmadd_ps(y1, x, a12); \
                         a22 = _mm256_fmadd_ps(y2, x, a22);
+                        if (v < nv - 1 || tail == 8) {
+                            GW_STEP(1)
+                        } else {
+                            GW_STEP(0)
+                        }
+#undef GW_STEP
+#undef GW_LOAD
                     }
                 }
             }

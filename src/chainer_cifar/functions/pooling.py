@@ -13,9 +13,16 @@ In float32, where the compiled kernels run, max pooling is one pass of
 ``pooling.c`` instead: each output is the maximum over its window's taps in a
 register, with its first argmax as one ``int8`` flat tap index, and backward
 adds ``gy`` at that index. ``relu=True`` gives ``max_pooling_2d(relu(x))`` in
-the same pass (the ReLU is monotonic, so it commutes with the maximum; windows
-with no positive value pass no gradient), so a conv -> ReLU -> pool stage
-needs no ReLU node.
+the same pass (the ReLU is monotonic, so it commutes with the maximum), so a
+conv -> ReLU -> pool stage needs no ReLU node.
+
+NaN and inf as in Chainer (NumPy's ``max`` and ``argmax`` over the window):
+a window holding a NaN gives NaN, and its gradient goes to the first NaN.
+With ``relu=True`` Chainer's gradient is the pooled gradient times
+``relu(x) > 0``, which at a window's argmax is ``y > 0``: windows whose
+maximum is not positive send ``gy * 0`` (0, or NaN for a NaN or inf ``gy``)
+to their argmax. The compiled kernel marks them by storing the tap ``t`` as
+``~t``; the NumPy passes keep the mask ``y > 0``.
 
 Both pooling gradients are FunctionNodes with their own backward, so double
 backpropagation works. Anything not handled here (CuPy, ChainerX,
@@ -142,14 +149,17 @@ def _col_taps(phases, k, s, n):
     return [phases[t % s][..., t // s:t // s + n] for t in range(k)]
 
 
-def _max_taps(taps, index, out=None, idx=None):
+def _max_taps(taps, index, out=None, idx=None, nan=False):
     """Running maximum over ``taps``; with ``index``, the first argmax (int8), else ``None``.
 
     A later tap replaces the running maximum only when strictly greater, so
     ties go to the first tap, as Chainer's ``argmax`` does. Tap ``t`` is
     larger than every earlier index, so the index update is a ``maximum``
     with ``t * mask``: integer passes instead of a slow masked copy. ``out``
-    and ``idx`` are written when given.
+    and ``idx`` are written when given. ``numpy.maximum`` passes NaN on; with
+    ``nan`` the index also goes to the first NaN (NumPy's argmax), which
+    costs two more passes per tap, so the caller asks for it only when the
+    output holds a NaN.
     """
     shape = taps[0].shape
     out = numpy.empty(shape, dtype=taps[0].dtype) if out is None else out
@@ -160,17 +170,24 @@ def _max_taps(taps, index, out=None, idx=None):
         if index:
             idx[...] = 0
         return out, (idx if index else None)
-    numpy.maximum(taps[0], taps[1], out=out)
     if not index:
+        numpy.maximum(taps[0], taps[1], out=out)
         for v in taps[2:]:
             numpy.maximum(out, v, out=out)
         return out, None
     mask = numpy.empty(shape, dtype=bool)
     m8 = mask.view(numpy.int8)
-    numpy.greater(taps[1], taps[0], out=mask)
+
+    def newer(v, best):
+        # mask = v replaces the running maximum ``best``
+        numpy.greater(v, best, out=mask)
+        if nan:
+            numpy.logical_or(mask, numpy.isnan(v) & ~numpy.isnan(best), out=mask)
+    newer(taps[1], taps[0])
+    numpy.maximum(taps[0], taps[1], out=out)
     numpy.copyto(idx, m8)
     for t, v in enumerate(taps[2:], 2):
-        numpy.greater(v, out, out=mask)
+        newer(v, out)
         m8 *= t
         numpy.maximum(idx, m8, out=idx)
         numpy.maximum(out, v, out=out)
@@ -178,12 +195,21 @@ def _max_taps(taps, index, out=None, idx=None):
 
 
 def _add_masked(views, g, idx):
-    """``views[t] += g`` where ``idx == t``, for every tap ``t``."""
+    """``views[t] += g`` where ``idx == t``, for every tap ``t``.
+
+    ``g * mask`` is the fast way; a NaN or inf in ``g`` would make NaN at every
+    other tap (``inf * 0``), so then the slower masked copy of ``g`` into zeros.
+    """
     mask = numpy.empty(g.shape, dtype=bool)
     tmp = numpy.empty(g.shape, dtype=g.dtype)
+    finite = bool(numpy.isfinite(g).all())
     for t, view in enumerate(views):
         numpy.equal(idx, t, out=mask)
-        numpy.multiply(g, mask, out=tmp)
+        if finite:
+            numpy.multiply(g, mask, out=tmp)
+        else:
+            tmp[...] = 0
+            numpy.copyto(tmp, g, where=mask)
         view += tmp
 
 
@@ -227,10 +253,10 @@ def _gather_1d(src, idx, axis, k, s):
 # index.
 
 
-def _max_2d(geo, x, index, out=None, ih=None, iw=None):
+def _max_2d(geo, x, index, out=None, ih=None, iw=None, nan=False):
     taps = _col_taps(_phases(geo, x, -numpy.inf), geo.kw, geo.sx, geo.wo)
-    r, iw = _max_taps(taps, index, idx=iw)
-    y, ih = _max_taps(_taps(r, 2, geo.kh, geo.sy, geo.ho), index, out=out, idx=ih)
+    r, iw = _max_taps(taps, index, idx=iw, nan=nan)
+    y, ih = _max_taps(_taps(r, 2, geo.kh, geo.sy, geo.ho), index, out=out, idx=ih, nan=nan)
     return y, (ih, iw)
 
 
@@ -280,30 +306,45 @@ def _indexed_compiled(name, geo, src, idx, out):
     _parallel.run_chunks(work, n, n * big)
 
 
+def _unmask_flat(idx):
+    """``(tap, open)`` of a flat index: a negative ``idx`` is tap ``~idx`` whose gradient is multiplied by 0."""
+    closed = idx < 0
+    return numpy.where(closed, ~idx, idx), ~closed
+
+
 def _scatter_flat(geo, gy, idx):
-    """Gradient of max pooling from a flat tap index (``-1``: no gradient)."""
+    """Gradient of max pooling from a flat tap index (``~t``: ``gy * 0`` at tap ``t``)."""
     if _compiled(geo, gy) is not None:
         gx = numpy.empty(geo.in_shape, dtype=numpy.float32)
         _indexed_compiled('cc_maxpool_grad_f32', geo, numpy.ascontiguousarray(gy), idx, gx)
         return gx
+    taps, is_open = _unmask_flat(idx)
     gxp = numpy.zeros(gy.shape[:2] + (geo.hp, geo.wp), dtype=gy.dtype)
-    _add_masked(_window_taps(geo, gxp), gy, idx)
+    _add_masked(_window_taps(geo, gxp), gy * is_open, taps)
     return geo.unpad(gxp)
 
 
 def _gather_flat(geo, ggx, idx):
-    """Adjoint of :func:`_scatter_flat`: each output takes ``ggx`` at its argmax."""
+    """Adjoint of :func:`_scatter_flat`: each output takes ``ggx`` at its argmax (-inf in the padding,
+    as Chainer's ``MaxPoolingNDWithIndexes``, which gathers from ``ggx`` padded with -inf)."""
     if _compiled(geo, ggx) is not None:
         out = numpy.empty(idx.shape, dtype=ggx.dtype)
         _indexed_compiled('cc_maxpool_gather_f32', geo, numpy.ascontiguousarray(ggx), idx, out)
         return out
-    return _take_masked(_window_taps(geo, geo.padded(ggx, 0)), idx)
+    taps, is_open = _unmask_flat(idx)
+    # Chainer's gather pads ggx with -inf: an argmax in the padding takes -inf, open or not.
+    out = _take_masked(_window_taps(geo, geo.padded(ggx, -numpy.inf)), taps)
+    closed = _take_masked(_window_taps(geo, geo.padded(ggx * 0, -numpy.inf)), taps)
+    return numpy.where(is_open, out, closed)
 
 
-def _scatter_max(geo, gy, idx):
-    """Gradient of max pooling: ``gy`` added at each window's argmax, stage by stage."""
+def _scatter_max(geo, gy, idx, mask=None):
+    """Gradient of max pooling: ``gy`` (times ``mask``, the fused ReLU's ``y > 0``, when given)
+    added at each window's argmax, stage by stage."""
     if not isinstance(idx, tuple):
         return _scatter_flat(geo, gy, idx)
+    if mask is not None:
+        gy = gy * mask
     ih, iw = idx
     n = gy.shape[0]
     gx = numpy.empty(geo.in_shape, dtype=gy.dtype)
@@ -315,12 +356,17 @@ def _scatter_max(geo, gy, idx):
     return gx
 
 
-def _gather_max(geo, ggx, idx):
-    """Adjoint of :func:`_scatter_max`: each output takes ``ggx`` at its argmax."""
+def _gather_max(geo, ggx, idx, mask=None):
+    """Adjoint of :func:`_scatter_max`: each output takes ``ggx`` at its argmax (times ``mask``;
+    -inf in the padding, as :func:`_gather_flat`)."""
     if not isinstance(idx, tuple):
         return _gather_flat(geo, ggx, idx)
+    if mask is not None:
+        out = _gather_max(geo, ggx, idx)
+        out *= mask
+        return out
     ih, iw = idx
-    ggxp = geo.padded(ggx, 0)
+    ggxp = geo.padded(ggx, -numpy.inf)  # (Chainer's gather pads with -inf too)
     n = ih.shape[0]
     out = numpy.empty(ih.shape, dtype=ggx.dtype)
 
@@ -333,7 +379,10 @@ def _gather_max(geo, ggx, idx):
 
 class MaxPooling2DFast(function_node.FunctionNode):
     """Max pooling (of ``relu(x)`` when ``relu``); ``idx`` is the compiled kernel's flat
-    tap index, or the NumPy path's per-stage ``(ih, iw)``, ``-1`` meaning no gradient."""
+    tap index (``~t``: the ReLU's gradient is closed), or the NumPy path's per-stage
+    ``(ih, iw)`` with ``mask`` (``y > 0``) for the ReLU."""
+
+    mask = None
 
     def __init__(self, ksize, stride=None, pad=0, cover_all=True, relu=False):
         self.geo = _Geometry(ksize, stride, pad, cover_all)
@@ -360,51 +409,62 @@ class MaxPooling2DFast(function_node.FunctionNode):
 
         def work(a, b):
             xs = numpy.maximum(x[a:b], 0) if self.relu else x[a:b]
-            _max_2d(geo, xs, index, y[a:b], ih[a:b] if index else None, iw[a:b] if index else None)
-            if self.relu and index:
-                ih[a:b][~(y[a:b] > 0)] = -1  # the ReLU passes no gradient there
+            args = (geo, xs, index, y[a:b], ih[a:b] if index else None, iw[a:b] if index else None)
+            _max_2d(*args)
+            if index and numpy.isnan(y[a:b]).any():
+                _max_2d(*args, nan=True)  # again, the index to the first NaN
         _parallel.run_chunks(work, n, x.size)
         self.idx = (ih, iw)
+        if self.relu and index:
+            # the ReLU's gradient at each window's argmax; a window wholly in the padding (-inf)
+            # keeps its argmax there, where gy is dropped and the gather takes -inf (as Chainer)
+            self.mask = (y > 0) | numpy.isneginf(y)
         return y,
 
     def backward(self, indexes, grad_outputs):
-        return MaxPooling2DGrad(self.geo, self.idx).apply(grad_outputs)
+        return MaxPooling2DGrad(self.geo, self.idx, self.mask).apply(grad_outputs)
 
 
 class MaxPooling2DGrad(function_node.FunctionNode):
 
-    def __init__(self, geo, idx):
+    def __init__(self, geo, idx, mask=None):
         self.geo = geo
         self.idx = idx
+        self.mask = mask
 
     def forward_cpu(self, inputs):
         gy, = inputs
-        return _scatter_max(self.geo, gy, self.idx),
+        return _scatter_max(self.geo, gy, self.idx, self.mask),
 
     def backward(self, indexes, grad_outputs):
-        return MaxPooling2DGradGrad(self.geo, self.idx).apply(grad_outputs)
+        return MaxPooling2DGradGrad(self.geo, self.idx, self.mask).apply(grad_outputs)
 
 
 class MaxPooling2DGradGrad(function_node.FunctionNode):
 
-    def __init__(self, geo, idx):
+    def __init__(self, geo, idx, mask=None):
         self.geo = geo
         self.idx = idx
+        self.mask = mask
 
     def forward_cpu(self, inputs):
         ggx, = inputs
-        return _gather_max(self.geo, ggx, self.idx),
+        return _gather_max(self.geo, ggx, self.idx, self.mask),
 
     def backward(self, indexes, grad_outputs):
-        return MaxPooling2DGrad(self.geo, self.idx).apply(grad_outputs)
+        return MaxPooling2DGrad(self.geo, self.idx, self.mask).apply(grad_outputs)
 
 
 def _avg_sum(geo, x):
-    """Sum over each window of the zero-padded ``x``, divided by ``kh*kw``."""
+    """Sum over each window of the zero-padded ``x``, divided by ``kh*kw``.
+
+    float16 sums in float32, as NumPy's ``mean`` (Chainer's) does.
+    """
     xp = geo.padded(x, 0)
     n, c = x.shape[:2]
-    y = numpy.zeros((n, c, geo.ho, geo.wo), dtype=x.dtype)
-    coeff = x.dtype.type(1.0 / (geo.kh * geo.kw))
+    acc = numpy.float32 if x.dtype == numpy.float16 else x.dtype
+    y = numpy.zeros((n, c, geo.ho, geo.wo), dtype=acc)
+    coeff = y.dtype.type(1.0 / (geo.kh * geo.kw))
 
     def work(a, b):
         for i in range(geo.kh):
@@ -412,7 +472,7 @@ def _avg_sum(geo, x):
                 y[a:b] += geo.window(xp[a:b], i, j)
         y[a:b] *= coeff
     _parallel.run_chunks(work, n, xp.size)
-    return y
+    return y.astype(x.dtype, copy=False)
 
 
 def _avg_spread(geo, gy):
