@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Look inside a trained model: predict, confusion, mistakes, saliency, curves.
+"""Look inside a trained model: predict, confusion, mistakes, saliency, curves, frame.
 
     python src/analyze.py predict results/cnn.model cat.jpg dog.png
+    python src/analyze.py predict results/cnn.model --index 0-9
     python src/analyze.py confusion results/cnn.model --out analysis/
     python src/analyze.py mistakes results/cnn.model --out analysis/
     python src/analyze.py saliency results/cnn.model --index 0,1,2 --out analysis/
     python src/analyze.py saliency results/cnn.model --class cat --out analysis/
     python src/analyze.py curves results/cnn_log.csv results/vgg_log.csv --out analysis/
+    python src/analyze.py frame results/cnn_log.csv
 
 The model's name and options are read from <prefix>_run.json beside the
 .model file; -m and the model flags override them (needed for models trained
@@ -24,13 +26,31 @@ import numpy  # noqa: E402
 from chainer_cifar.data import pickles  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import analysis  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402  (a bad flag is one error line)
+
+# A grid of more images than this is taller than a PNG figure can be.
+MAX_COUNT = 200
+
+
+def _whole_number(high=None):
+    """An argparse type: a whole number from 1 to ``high`` (or any positive one)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('expected a whole number, got {!r}'.format(text))
+        if value < 1 or (high is not None and value > high):
+            raise argparse.ArgumentTypeError('must be {}, got {}'.format(
+                'positive' if high is None else '1-{}'.format(high), value))
+        return value
+    return parse
 
 
 def _model_flags(p):
     p.add_argument('model_file', help='a <prefix>.model written by train.py')
     p.add_argument('-m', '--model', help='model name (default: from <prefix>_run.json)')
-    p.add_argument('--res_depth', type=int)
-    p.add_argument('--res_width', type=int)
+    p.add_argument('--res_depth', type=_whole_number())
+    p.add_argument('--res_width', type=_whole_number())
     p.add_argument('--skip_depth', action='store_true')
     p.add_argument('--swapout', action='store_true')
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id (negative: CPU)')
@@ -44,31 +64,36 @@ def _data_flags(p):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
-    pr = sub.add_parser('predict', help='top-3 classes of image files (PNG/JPEG, any size)')
+    pr = sub.add_parser('predict', help='top-3 classes of image files (PNG/JPEG, any size) or of test images')
     _model_flags(pr)
     _data_flags(pr)
-    pr.add_argument('images', nargs='+')
+    pr.add_argument('images', nargs='*')
+    pr.add_argument('--index', help='test images, beside their true class: comma-separated indices or ranges (0-9)')
     for name, text in (('confusion', '10x10 confusion matrix on the test set (PNG + CSV)'),
                        ('mistakes', 'grid of the most confidently misclassified test images')):
         q = sub.add_parser(name, help=text)
         _model_flags(q)
         _data_flags(q)
         if name == 'mistakes':
-            q.add_argument('--count', type=int, default=25)
+            q.add_argument('--count', type=_whole_number(MAX_COUNT), default=25,
+                           help='images in the grid (1-{})'.format(MAX_COUNT))
     s = sub.add_parser('saliency', help='gradient saliency maps next to the images')
     _model_flags(s)
     _data_flags(s)
-    s.add_argument('--index', help='comma-separated test-set indices (default 0..7)')
+    s.add_argument('--index', help='comma-separated test-set indices or ranges (default 0-7)')
     s.add_argument('--class', dest='cls', choices=analysis.CLASSES,
                    help='the first --count test images of this class, saliency of that class')
-    s.add_argument('--count', type=int, default=8)
+    s.add_argument('--count', type=_whole_number(MAX_COUNT), default=8,
+                   help='test images without --index (1-{})'.format(MAX_COUNT))
     s.add_argument('--image', nargs='*', default=[], help='image files instead of test images')
     c = sub.add_parser('curves', help='loss/error curves of several runs on one figure')
     c.add_argument('logs', nargs='+', help='<prefix>_log.csv files')
     c.add_argument('--out', default='analysis')
+    f = sub.add_parser('frame', help='what a run\'s test error means: its data, chance, the published recipe')
+    f.add_argument('log', help='a <prefix>_log.csv')
     return p
 
 
@@ -107,21 +132,63 @@ def _raw_test_images(dataset, fallback):
     return fallback
 
 
+def _indices(text, n):
+    """'0-3,7' -> [0, 1, 2, 3, 7], each a test image of the ``n``."""
+    idx = []
+    try:
+        for part in text.split(','):
+            low, _, high = part.strip().partition('-')
+            idx += range(int(low), int(high) + 1) if high else [int(low)]
+    except ValueError:
+        raise UserError('--index must be comma-separated integers or ranges like 0-9, got {!r}'.format(text))
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise UserError('--index {} out of range: the test set has {} images (0-{})'.format(bad, n, n - 1))
+    if not idx or len(idx) > MAX_COUNT:
+        raise UserError('--index {!r} names {} images; give 1 to {}'.format(text, len(idx), MAX_COUNT))
+    return idx
+
+
+def _top(top):
+    return ', '.join('{} {:.1%}'.format(c, p) for c, p in top)
+
+
+def _predict(args, model, dataset, label, variant):
+    if not args.images and not args.index:
+        raise UserError('predict needs image files or --index (test images, e.g. --index 0-9)')
+    if args.images:
+        prep = analysis.Preprocessor(analysis.stats_path_for(dataset), variant)
+        rows = numpy.stack([analysis.read_image(p) for p in args.images])
+        for path, top in zip(args.images, analysis.top_k(analysis.predict_batches(model, prep(rows)))):
+            print('{}: {}'.format(path, _top(top)))
+    if args.index:
+        test_x, test_y = _test_set(dataset, label)
+        idx = _indices(args.index, len(test_x))
+        probs = analysis.predict_batches(model, test_x[idx])
+        right = probs.argmax(axis=1) == test_y[idx]
+        for i, ok, top in zip(idx, right, analysis.top_k(probs)):
+            print('test image {} (true: {}): {}  {}'.format(i, analysis.CLASSES[test_y[i]], _top(top),
+                                                             'right' if ok else 'WRONG'))
+        print('{} of {} right'.format(int(right.sum()), len(idx)))
+    note = analysis.model_note(args.model_file)
+    if note:
+        print(note)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     if args.command == 'curves':
         print('wrote', analysis.write_curves(args.logs, os.path.join(args.out, 'curves.png')))
+        return
+    if args.command == 'frame':
+        print('\n'.join(analysis.frame(args.log)))
         return
     model, dataset, label = _load(args)
     variant = os.path.splitext(os.path.basename(dataset))[0]
     if args.command == 'predict':
-        prep = analysis.Preprocessor(analysis.stats_path_for(dataset), variant)
-        rows = numpy.stack([analysis.read_image(p) for p in args.images])
-        probs = analysis.predict_batches(model, prep(rows))
-        for path, top in zip(args.images, analysis.top_k(probs)):
-            print('{}: {}'.format(path, ', '.join('{} {:.1%}'.format(c, p) for c, p in top)))
-        return
+        return _predict(args, model, dataset, label, variant)
+    if args.command == 'saliency' and len(args.image) > MAX_COUNT:
+        raise UserError('--image names {} files; give at most {}'.format(len(args.image), MAX_COUNT))
     if args.command == 'saliency' and args.image:
         prep = analysis.Preprocessor(analysis.stats_path_for(dataset), variant)
         rows = numpy.stack([analysis.read_image(p) for p in args.image])
@@ -147,15 +214,11 @@ def main(argv=None):
             if args.cls:
                 c = analysis.CLASSES.index(args.cls)
                 idx = numpy.nonzero(test_y == c)[0][:args.count]
+                if not len(idx):
+                    raise UserError('the test set of {} has no {} images'.format(label, args.cls))
                 target = numpy.full(len(idx), c, numpy.int32)
             else:
-                try:
-                    idx = [int(i) for i in args.index.split(',')] if args.index else list(range(args.count))
-                except ValueError:
-                    raise UserError('--index must be comma-separated integers, got {!r}'.format(args.index))
-                bad = [i for i in idx if not 0 <= i < len(test_x)]
-                if bad:
-                    raise UserError('--index {} out of range: the test set has {} images'.format(bad, len(test_x)))
+                idx = _indices(args.index, len(test_x)) if args.index else list(range(min(args.count, len(test_x))))
             x, shown, labels = test_x[idx], raw[idx], test_y[idx]
         maps, targets = analysis.saliency(model, x, target)
         path = analysis.write_saliency(shown, maps, labels, targets, os.path.join(args.out, 'saliency.png'))

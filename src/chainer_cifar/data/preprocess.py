@@ -25,6 +25,8 @@ needs about one float32 copy of the data at a time.
 """
 import numpy
 
+from chainer_cifar.errors import UserError
+
 CHUNK = 4096
 DEFAULT_ZCA_EPS = 1e-5
 
@@ -83,7 +85,10 @@ class ZCA(object):
         lam = numpy.clip(lam, 0, None)
         shift = eps * lam.mean()
         if shift <= 0 and lam.min() <= 0:
-            raise ValueError('the training covariance is singular; use a positive ZCA epsilon')
+            raise UserError('the training covariance is singular; use a positive ZCA epsilon (--zca_eps)')
+        if not numpy.isfinite(shift):
+            raise UserError('ZCA epsilon {} times the mean eigenvalue {} overflows; use a smaller '
+                            '--zca_eps'.format(eps, lam.mean()))
         matrix = (u / numpy.sqrt(lam + shift)) @ u.T
         return cls(mean, matrix.astype(numpy.float32), eps)
 

@@ -7,66 +7,33 @@ same preprocessing as the training data, with the statistics ``dataset.py``
 saved in ``preprocess_stats.npz``.
 """
 import csv
-import json
+import io
 import os
+import warnings
 
 import chainer
 import chainer.functions as F
 import numpy
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from chainer_cifar.data.build import STATS_NAME
+from chainer_cifar.data.pickles import atomic_write
 from chainer_cifar.errors import UserError
-from chainer_cifar.models.registry import create_model
+from chainer_cifar.models import io as model_io
 
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
 PREPROCESSING = {'image': 'mean', 'image_norm': 'norm', 'image_zca': 'zca', 'image_norm_zca': 'norm_zca'}
 
 
 # ---------------------------------------------------------------- loading
 
-def run_info(model_path):
-    """The ``_run.json`` written beside ``<prefix>.model``, or {}."""
-    base = model_path[:-len('.model')] if model_path.endswith('.model') else model_path
-    base = base.rsplit('_', 1)[0] if not os.path.exists(base + '_run.json') else base  # <prefix>_<epoch>.model
-    path = base + '_run.json'
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
-def load_model(model_path, name=None, options=None, device=None):
-    """Build the model (options from the run record unless given) and load its weights."""
-    if not os.path.isfile(model_path):
-        raise UserError('model file {} not found; train one with `python src/train.py -p PREFIX`'.format(
-            model_path))
-    args = run_info(model_path).get('args') or {}
-    name = name or args.get('model')
-    if not name:
-        raise UserError('{} has no _run.json beside it; give the model with -m NAME (and its '
-                        'options)'.format(model_path))
-    opts = {k: args.get(k) for k in MODEL_OPTIONS}
-    opts.update({k: v for k, v in (options or {}).items() if v is not None and v is not False})
-    model = create_model(name, **opts)
-    errors = []
-    for prefix in ('', 'predictor/'):
-        try:
-            chainer.serializers.load_npz(model_path, model, path=prefix)
-            break
-        except (KeyError, ValueError) as e:
-            errors.append(e)
-    else:
-        raise UserError('{} does not fit model {} with options {} ({}); pass the -m and options it '
-                        'was trained with'.format(model_path, name, _describe(opts), errors[0]))
-    if device is not None:
-        model.to_device(device)
-    return model
-
-
-def _describe(opts):
-    return ' '.join('--{} {}'.format(k, v) for k, v in sorted(opts.items()) if v not in (None, False)) or '(defaults)'
+# Saved models are read by chainer_cifar.models.io (shared with evaluate.py); the
+# names stay here for the callers of this module.
+run_info, load_model = model_io.run_info, model_io.load_model
+MODEL_OPTIONS = model_io.MODEL_OPTIONS
+# Images are decoded whole before they are cropped; beyond this many pixels
+# (a 7000x7000 photo) decoding alone takes over 150 MB.
+MAX_PIXELS = 50 * 1000 * 1000
 
 
 def predict_batches(model, x, batch_size=256):
@@ -91,7 +58,17 @@ class Preprocessor(object):
         if not os.path.isfile(stats_path):
             raise UserError('{} not found; run `python src/dataset.py` (it saves the statistics '
                             'used to preprocess new images)'.format(stats_path))
-        self.stats = dict(numpy.load(stats_path))
+        try:
+            with numpy.load(stats_path, allow_pickle=False) as npz:
+                self.stats = {k: npz[k] for k in npz.files}
+        except Exception as e:  # a damaged zip fails in many ways
+            raise UserError('{} is damaged ({}: {}); run `python src/dataset.py` again'.format(
+                stats_path, type(e).__name__, e))
+        needed = {'mean': ['mean'], 'norm': ['mean', 'std'], 'zca': ['zca_mean', 'zca_matrix'],
+                  'norm_zca': ['mean', 'std', 'norm_zca_mean', 'norm_zca_matrix']}[PREPROCESSING[variant]]
+        missing = [k for k in needed if k not in self.stats]
+        if missing:
+            raise UserError('{} lacks {}; run `python src/dataset.py` again'.format(stats_path, ', '.join(missing)))
         self.kind = PREPROCESSING[variant]
 
     def __call__(self, rows):
@@ -109,24 +86,106 @@ class Preprocessor(object):
 
 
 def read_image(path):
-    """An image file as a planar uint8 row (3072,): centre square crop, resized to 32x32."""
+    """An image file as a planar uint8 row (3072,): centre square crop, resized to 32x32.
+
+    The size is read from the header first: an image over :data:`MAX_PIXELS` is
+    refused before its pixels are decoded.
+    """
     try:
-        with Image.open(path) as im:
-            im = im.convert('RGB')
-            w, h = im.size
-            side = min(w, h)
-            im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-            im = im.resize((32, 32), Image.BICUBIC)
-            return numpy.asarray(im, numpy.uint8).transpose(2, 0, 1).reshape(-1)
+        with warnings.catch_warnings():
+            # PIL warns (and over twice its limit raises) for decompression bombs; either is our refusal.
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise Image.DecompressionBombError('{}x{}'.format(w, h))
+                im = im.convert('RGB')
+                side = min(w, h)
+                im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+                im = im.resize((32, 32), Image.BICUBIC)
+                return numpy.asarray(im, numpy.uint8).transpose(2, 0, 1).reshape(-1)
     except FileNotFoundError:
         raise UserError('image {} not found'.format(path))
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError('{} is not an image PIL can read ({})'.format(path, e))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError('{} is too large ({}); images over {} megapixels are refused: shrink it first'.format(
+            path, e, MAX_PIXELS // 10 ** 6))
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ... on bad files
+        raise UserError('{} is not an image PIL can read ({}: {})'.format(path, type(e).__name__, e))
 
 
 def top_k(probs, k=3):
     order = numpy.argsort(-probs, axis=1)[:, :k]
     return [[(CLASSES[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
+
+
+# ---------------------------------------------------------------- what a result means
+
+CHANCE_ERROR = 90.0  # guessing among ten classes of equal size
+
+
+def _flag(args, name):
+    return args[args.index(name) + 1] if name in args else None
+
+
+def published_recipe(model, dataset=None):
+    """``(preset, published error %)`` of the published recipe for ``model``, or None.
+
+    A preset on the same data file as ``dataset`` is preferred, then one on
+    the default image.pkl.
+    """
+    from chainer_cifar.results.presets import PRESETS
+    from chainer_cifar.results.published import published_for
+    found = [p for p in PRESETS.values() if _flag(p.args, '-m') == model and published_for(p.name)]
+    variant = os.path.basename(dataset or 'image.pkl')
+    found.sort(key=lambda p: [os.path.basename(_flag(p.args, '-d') or 'image.pkl') != variant,
+                              _flag(p.args, '-d') is not None])
+    return (found[0], published_for(found[0].name)[0].error) if found else None
+
+
+def frame(log_path):
+    """A few lines on what a run's result means: its data and length, its test error
+    against chance and against what the published recipe for its model reaches."""
+    from chainer_cifar.results import runs
+    run = runs.load_run(log_path)
+    summary = runs.summarize(run)
+    meta, args = run.meta, run.meta.get('args') or {}
+    data = meta.get('dataset') or {}
+    model = meta.get('model') or args.get('model') or '?'
+    used = (meta.get('n_train') or 0) + (meta.get('n_valid') or 0)
+    of = ' of the {:,} training images of {}'.format(
+        data['n_train'], 'a PARTIAL CIFAR-10 (the full set has 50,000)' if data.get('partial') else 'CIFAR-10') \
+        if data.get('n_train') else ''
+    lines = ['{}: model {}, {} epoch{} on {:,}{} ({:,} to train, {:,} to validate)'.format(
+        run.prefix, model, summary.epochs, '' if summary.epochs == 1 else 's', used, of,
+        meta.get('n_train') or 0, meta.get('n_valid') or 0),
+        'test error {:.1f}% on {:,} test images (the saved model, epoch {}); chance is {:.0f}%'.format(
+            summary.test_at_best, meta.get('n_test') or 0, summary.best_epoch, CHANCE_ERROR)]
+    recipe = published_recipe(model, args.get('dataset'))
+    if recipe:
+        preset, error = recipe
+        lines.append('the published recipe for {} ({}: {} epochs on all 50,000 training images) reaches '
+                     '{:.2f}%'.format(model, preset.name, _flag(preset.args, '--iter'), error))
+    lines.append('every preset and its published error: python src/compare.py list; '
+                 'what was measured here: docs/results.md')
+    return lines
+
+
+def model_note(model_file):
+    """'note: MODEL has X% test error (...)' from the log beside the model file, or None without one."""
+    from chainer_cifar.results import runs
+    log = os.path.splitext(model_file)[0] + runs.LOG_SUFFIX
+    if not os.path.isfile(log):
+        return None
+    try:
+        run = runs.load_run(log)
+        summary = runs.summarize(run)
+    except UserError:  # a note, not the answer: a broken log only loses it
+        return None
+    return 'note: this model ({} epoch{} on {:,} images) has {:.1f}% test error: its top guess is right about ' \
+           '{:.0f}% of the time (chance: {:.0f}%)'.format(
+               summary.epochs, '' if summary.epochs == 1 else 's',
+               (run.meta.get('n_train') or 0) + (run.meta.get('n_valid') or 0), summary.test_at_best,
+               100 - summary.test_at_best, 100 - CHANCE_ERROR)
 
 
 # ---------------------------------------------------------------- confusion
@@ -140,11 +199,12 @@ def confusion_matrix(labels, predicted, n=10):
 def write_confusion(matrix, out_dir, title=''):
     per_class_error = 1 - numpy.diag(matrix) / numpy.maximum(matrix.sum(axis=1), 1)
     csv_path = os.path.join(out_dir, 'confusion.csv')
-    with open(csv_path, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['true \\ predicted'] + list(CLASSES) + ['error'])
-        for c, row in enumerate(matrix):
-            w.writerow([CLASSES[c]] + [int(v) for v in row] + ['{:.4f}'.format(per_class_error[c])])
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(['true \\ predicted'] + list(CLASSES) + ['error'])
+    for c, row in enumerate(matrix):
+        w.writerow([CLASSES[c]] + [int(v) for v in row] + ['{:.4f}'.format(per_class_error[c])])
+    atomic_write(csv_path, lambda f: f.write(text.getvalue().encode('utf-8')))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 7))
     im = ax.imshow(matrix, cmap='Blues')
@@ -163,8 +223,7 @@ def write_confusion(matrix, out_dir, title=''):
     fig.colorbar(im)
     fig.tight_layout()
     png_path = os.path.join(out_dir, 'confusion.png')
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    _save(fig, png_path)
     return csv_path, png_path, per_class_error
 
 
@@ -201,8 +260,7 @@ def write_mistakes(images, probs, labels, indices, path, cols=5):
             CLASSES[labels[i]], CLASSES[order[0]], probs[i, order[0]], CLASSES[order[1]],
             probs[i, order[1]]), fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -242,8 +300,7 @@ def write_saliency(images, maps, labels, targets, path):
         bar = fig.colorbar(im, ax=axes[k, 1], fraction=0.046, pad=0.04)  # each map has its own scale
         bar.ax.tick_params(labelsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -271,9 +328,16 @@ def write_curves(logs, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig, path):
+    """Write the figure as a PNG through a temporary file (never a half-written image), then close it."""
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    finally:
+        _pyplot().close(fig)
 
 
 def _pyplot():

@@ -5,6 +5,7 @@ import chainer
 import chainer.functions as F
 
 from chainer_cifar.data.pickles import load_dataset
+from chainer_cifar.models.io import load_model
 
 
 def evaluate(model, x, t, batch_size=256):
@@ -27,9 +28,8 @@ def test_saved_model(model_path, name, options, image_path, label_path, device, 
 
     Options not given (None) come from the ``_run.json`` beside the model.
     """
-    # One loader for saved models, shared with analyze.py: it reads the run record and
-    # accepts files saved with or without the Classifier wrapper.
-    from chainer_cifar.results.analysis import load_model
+    # One loader for saved models, shared with analyze.py: it reads the run record,
+    # accepts files saved with or without the Classifier wrapper and unpickles nothing.
     model = load_model(model_path, name, options, device=device)
     _, _, test_x, test_y = load_dataset(image_path, label_path)
     if subset:
