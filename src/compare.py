@@ -54,12 +54,15 @@ def build_parser():
 
 
 def _seeds(text):
+    from chainer_cifar.training.args import SEED_RANGE  # training imports Chainer: only for `run`
+    low, high = SEED_RANGE
     try:
         seeds = [int(s) for s in text.split(',') if s.strip()]
     except ValueError:
         seeds = []
-    if not seeds:
-        raise UserError('--seeds must be a comma-separated list of integers, got {!r}'.format(text))
+    if not seeds or not all(low <= s <= high for s in seeds):
+        raise UserError('--seeds must be a comma-separated list of integers from {} to {}, got {!r}'.format(
+            low, high, text))
     return seeds
 
 
@@ -81,15 +84,19 @@ def _recipe_changes(extra):
 
 def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None, scale='full'):
     """Train preset ``name`` at ``scale`` once per seed through train.py; return the log paths."""
+    from chainer_cifar.training.args import parse_args
     recipe = presets.recipe(name, scale)
     if train_main is None:
         import train
         train_main = train.main
     out = presets.run_dir(runs_dir, name, scale)
+    argvs = [recipe + ['-p', '{}_s{}'.format(name, seed), '--out', out, '--seed', str(seed)] + list(extra)
+             for seed in seeds]
+    for argv in argvs:  # every seed's flags checked before the first file is written
+        parse_args(argv)
     logs = []
-    for seed in seeds:
+    for seed, argv in zip(seeds, argvs):
         prefix = '{}_s{}'.format(name, seed)
-        argv = recipe + ['-p', prefix, '--out', out, '--seed', str(seed)] + list(extra)
         sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
                    'overrides': _recipe_changes(extra), 'argv': argv}
         os.makedirs(out, exist_ok=True)

@@ -15,6 +15,39 @@ from chainer_cifar.errors import run_main  # noqa: E402
 from chainer_cifar.training import TrainingInterrupted, get_device, parse_args, train  # noqa: E402
 from chainer_cifar.training.args import model_options  # noqa: E402
 from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
+from chainer_cifar.training.extensions import sigterm_as_ctrl_c  # noqa: E402
+
+
+def optimizer_settings(args):
+    """The flags that make the optimizer, as far as it uses them (Adam has no --lr)."""
+    rate = '--lr' if args.optimizer in ('sgd', 'nesterov') else '--alpha'
+    settings = {'--optimizer': args.optimizer, rate: getattr(args, rate[2:]), '--warmup_epochs': args.warmup_epochs}
+    if args.warmup_epochs > 0:
+        settings['--warmup_lr'] = args.warmup_lr
+    return settings
+
+
+def published_recipe(args):
+    """``(preset, its optimizer flags)`` for ``args.model``, unless this command already uses them.
+
+    The article's preset (``article-<model>``) first, else the first preset of
+    that model; None for a model without one. The flags are the preset's own
+    optimizer flags, plus any of its defaults this command overrides.
+    """
+    from chainer_cifar.results import presets
+    for name in ['article-' + args.model] + list(presets.PRESETS):
+        preset = presets.PRESETS.get(name)
+        if preset is None or preset.args[preset.args.index('-m') + 1] != args.model:
+            continue
+        theirs, ours = optimizer_settings(parse_args(preset.args)), optimizer_settings(args)
+        if theirs == ours:
+            return None  # it is the published optimizer that diverged: suggesting it would not help
+        flags = [a for i, a in enumerate(preset.args) if a in theirs or (i and preset.args[i - 1] in theirs)]
+        for flag, value in theirs.items():
+            if flag not in preset.args and getattr(args, flag[2:]) != value:
+                flags += [flag, '{:g}'.format(value)]
+        return name, flags
+    return None
 
 
 def main(argv=None):
@@ -26,9 +59,13 @@ def main(argv=None):
         print('{}: test error {:.2f}% (loss {:.4f}) on {} images'.format(path, 100 * error, loss, n))
         return 0
     try:
-        train(args)
+        # SIGTERM (kill, a job scheduler) stops the run as Ctrl-C does: inside the
+        # training loop at an iteration boundary with a snapshot, elsewhere at once.
+        with sigterm_as_ctrl_c():
+            train(args, published_recipe(args))
     except TrainingInterrupted as e:
-        print('{}; continue with --resume {}'.format(e, e.snapshot), file=sys.stderr)
+        hint = 'continue with --resume {}'.format(e.snapshot) if e.snapshot else 'start the run again'
+        print('{}; {}'.format(e, hint), file=sys.stderr)
         return 130
     return 0
 

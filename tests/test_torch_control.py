@@ -308,3 +308,34 @@ def test_a_partial_preset_run_writes_the_files_the_chainer_path_writes(tmp_path,
     with open(again + '_log.csv', newline='') as f:
         rows_again = list(csv.DictReader(f))
     assert [dict(r, elapsed=None) for r in rows] == [dict(r, elapsed=None) for r in rows_again]
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_records_it_interrupted(tmp_path, monkeypatch, capsys):
+    import signal
+
+    def unhandled(*_):  # SIGTERM's default action would kill pytest: fail the test instead
+        raise AssertionError('SIGTERM reached the default handler: the control does not handle it')
+
+    original, epochs = tc.train_epoch, []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tc, 'train_epoch', killed_in_epoch_2)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)
+        argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1,2', '--iter', '3', '-d', image, '-l', label,
+                '--runs_dir', str(tmp_path / 'results'), '--quiet']
+        assert run_main(tc.main, argv) == 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.strip().splitlines() == ['interrupted']
+    prefix = os.path.join(presets.run_dir(str(tmp_path / 'results'), 'resnet20-paper', 'partial'),
+                          'resnet20-paper_torch_s')
+    meta = load_run(prefix + '1_log.csv').meta
+    assert (meta['status'], meta['epochs']) == ('interrupted', 1)
+    assert not os.path.exists(prefix + '2_run.json')  # the series stopped

@@ -17,6 +17,7 @@ from chainer_cifar.models import registry
 
 TINY = 'tiny_test_cnn'
 TINY_NAN = 'tiny_test_nan'
+TINY_NAN_AT_7 = 'tiny_test_nan_at_7'
 
 
 class TinyCNN(chainer.Chain):
@@ -51,6 +52,11 @@ def _register():
     def tiny_test_nan():
         """TinyCNN whose output becomes NaN after 10 training batches."""
         return TinyCNN(nan_after=10)
+
+    @registry.register_model(TINY_NAN_AT_7, source='tests')
+    def tiny_test_nan_at_7():
+        """TinyCNN whose output becomes NaN from the 7th training batch (the last of 54 images by 8)."""
+        return TinyCNN(nan_after=6)
 
 
 _register()

@@ -41,7 +41,7 @@ from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.training.args import MODEL_OPTIONS, Parser, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
-from chainer_cifar.training.extensions import CSV_COLUMNS  # noqa: E402
+from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # noqa: E402
 from chainer_cifar.training.trainer import code_version, dataset_info, device_name, write_json  # noqa: E402
 
 import numpy  # noqa: E402
@@ -377,11 +377,13 @@ def main(argv=None):
         if opts.deterministic:
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it to be deterministic
             torch.use_deterministic_algorithms(True)
-    for args, sidecar in runs:
-        if not args.quiet:
-            print('== {} seed {} (PyTorch control): {}'.format(opts.preset, args.seed, ' '.join(sidecar['argv'])),
-                  flush=True)
-        train(args, device, sidecar)
+    # SIGTERM (kill, a job scheduler) stops the series as Ctrl-C does: the run records "interrupted".
+    with sigterm_as_ctrl_c():
+        for args, sidecar in runs:
+            if not args.quiet:
+                print('== {} seed {} (PyTorch control): {}'.format(opts.preset, args.seed, ' '.join(sidecar['argv'])),
+                      flush=True)
+            train(args, device, sidecar)
     return 0
 
 

@@ -6,6 +6,7 @@ turns ``--lr_decay_iter`` and ``--augment`` into lists, so every later step
 can trust them.
 """
 import argparse
+import math
 
 from chainer_cifar.data import augment
 from chainer_cifar.errors import UserError
@@ -149,33 +150,59 @@ def parse_args(argv=None):
     return args
 
 
-def check_args(args):
-    """Check flags against each other; normalise ``lr_decay_iter``, ``augment`` and ``prefix``."""
-    def positive(name):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise UserError('--{} must be positive, got {}'.format(name, getattr(args, name)))
-    for name in ('batch_size', 'subset', 'res_depth', 'res_width'):
-        positive(name)
+# The ranges of the numeric flags. argparse's float() takes 'nan' and 'inf', and
+# a comparison with nan is always False, so every check asks for what is allowed
+# (finite and in range) instead of refusing what is not.
+POSITIVE_FLOATS = ('lr', 'alpha', 'warmup_lr')
+NON_NEGATIVE_FLOATS = ('weight_decay', 'warmup_epochs')
+POSITIVE_INTS = ('batch_size', 'subset', 'res_depth', 'res_width', 'valid_size')  # None = not given
+# NumPy's RandomState takes seeds 0..2**32-1; the run derives its other streams from --seed
+# modulo 2**32 (trainer.stream_seed), so every seed of this range works.
+SEED_RANGE = (0, 2 ** 32 - 1)
+
+
+def _default(name):
+    return build_parser().get_default(name)
+
+
+def check_numbers(args):
+    """Every numeric flag finite and in its range; one :class:`UserError` naming the flag and the fix."""
+    for name in POSITIVE_FLOATS:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError('--{} must be positive and finite (default {}), got {}'.format(
+                name, _default(name), value))
+    for name in NON_NEGATIVE_FLOATS:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError('--{} must be >= 0 and finite (default {}), got {}'.format(
+                name, _default(name), value))
+    for name in POSITIVE_INTS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            hint = ' (use --no_valid_data for none)' if name == 'valid_size' else ''
+            raise UserError('--{} must be positive{}, got {}'.format(name, hint, value))
+    if args.iter < 1 and not args.test_only:
+        raise UserError('--iter must be positive (a number of epochs), got {}'.format(args.iter))
+    if args.save_iter < 0:
+        raise UserError('--save_iter must be >= 0 epochs (0 = never), got {}'.format(args.save_iter))
     accumulate = getattr(args, 'accumulate', 1)
     if accumulate < 1:
-        raise UserError('--accumulate must be positive, got {}'.format(accumulate))
+        raise UserError('--accumulate must be positive (1 = off), got {}'.format(accumulate))
     if accumulate > args.batch_size:
         raise UserError('--accumulate {} splits a batch of {} images into more parts than it has images; '
                         'use at most -b'.format(accumulate, args.batch_size))
-    if args.iter <= 0 and not args.test_only:
-        raise UserError('--iter must be positive, got {}'.format(args.iter))
-    for name in ('save_iter', 'weight_decay', 'warmup_epochs'):
-        if getattr(args, name) < 0:
-            raise UserError('--{} must be >= 0, got {}'.format(name, getattr(args, name)))
-    for name in ('lr', 'alpha', 'warmup_lr'):
-        if not getattr(args, name) > 0:
-            raise UserError('--{} must be positive, got {}'.format(name, getattr(args, name)))
-    if args.valid_size is not None:
-        if args.no_valid_data:
-            raise UserError('--valid_size and --no_valid_data contradict each other; give one')
-        if args.valid_size <= 0:
-            raise UserError('--valid_size must be positive (use --no_valid_data for none), got {}'.format(
-                args.valid_size))
+    low, high = SEED_RANGE
+    if not low <= args.seed <= high:
+        raise UserError('--seed must be an integer from {} to {} (NumPy\'s range), got {}'.format(
+            low, high, args.seed))
+
+
+def check_args(args):
+    """Check flags against each other; normalise ``lr_decay_iter``, ``augment`` and ``prefix``."""
+    check_numbers(args)
+    if args.valid_size is not None and args.no_valid_data:
+        raise UserError('--valid_size and --no_valid_data contradict each other; give one')
     args.lr_decay_iter = parse_lr_decay(args.lr_decay_iter)
     args.augment = list(augment.parse_augment(args.augment))
     if args.prefix is None:

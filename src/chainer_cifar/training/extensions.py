@@ -1,14 +1,14 @@
-"""Trainer extensions: the CSV log and plots, best-model saving, NaN guard, snapshot, Ctrl-C, progress.
+"""Trainer extensions: the CSV log and plots, best-model saving, NaN guard, snapshot, Ctrl-C/SIGTERM, progress.
 
 Priorities (higher runs first at the end of an iteration)::
 
     LearningRate (writer+10) > Evaluators (writer) > NaNGuard (writer-1)
     > LogReport (reader) > BestModel > CSVLog > PrintReport/Progress > Snapshot > Interrupt
 """
+import contextlib
 import csv
 import io
 import math
-import os
 import signal
 import sys
 import threading
@@ -33,10 +33,20 @@ class TrainingDiverged(UserError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C: a snapshot was written at an iteration boundary."""
+    """Ctrl-C or SIGTERM: a snapshot was written at an iteration boundary.
 
-    def __init__(self, snapshot):
-        super().__init__('interrupted; snapshot saved to {}'.format(snapshot))
+    ``at_once``: a second signal stopped the run in the middle of an iteration;
+    ``snapshot`` is then the last one written (or resumed from), None if there is none.
+    """
+
+    def __init__(self, snapshot, at_once=False):
+        if not at_once:
+            text = 'interrupted; snapshot saved to {}'.format(snapshot)
+        elif snapshot:
+            text = 'interrupted at once by a second signal; the last snapshot written is {}'.format(snapshot)
+        else:
+            text = 'interrupted at once by a second signal, before the first snapshot was written'
+        super().__init__(text)
         self.snapshot = snapshot
 
 
@@ -164,9 +174,13 @@ class BestModel(training.Extension):
 
 
 class NaNGuard(training.Extension):
-    """Stops the run with a clear message as soon as the training loss is not finite.
+    """Stops the run with a clear message as soon as a loss is not finite.
 
-    It runs before the log, the model saving and the snapshot, so none of them
+    The training loss every iteration; at an epoch's end also the evaluators'
+    (they run first): an update can leave non-finite weights while the loss
+    it was computed from was finite, and at an epoch's end those weights
+    would otherwise be saved as the best model and the snapshot. It runs
+    before the log, the model saving and the snapshot, so none of them
     records the diverged state: the last snapshot stays the last good one.
     Under mixed16 the loss scaler already skips steps with overflowing gradients;
     a non-finite *loss* is still divergence.
@@ -175,27 +189,35 @@ class NaNGuard(training.Extension):
     trigger = (1, 'iteration')
     priority = training.PRIORITY_WRITER - 1
     name = 'nan_guard'
+    LOSSES = (('main/loss', 'training'), ('validation/main/loss', 'validation'), ('test/main/loss', 'test'))
 
-    def __init__(self, snapshot_path, key='main/loss'):
-        self.snapshot_path = snapshot_path
-        self.key = key
+    def __init__(self, snapshot, advice=None, mixed16=False):
+        self.snapshot = snapshot  # the run's Snapshot extension
+        self.advice = advice or 'try a lower --lr/--alpha or a warm-up (--warmup_epochs 1)'
+        self.mixed16 = mixed16
 
     def __call__(self, trainer):
-        value = trainer.observation.get(self.key)
-        if isinstance(value, tuple):
-            value = value[0]
-        if value is None:
-            return
-        if isinstance(value, chainer.Variable):
-            value = value.array
-        value = float(value)
-        if not math.isfinite(value):
-            kept = ('the last good snapshot is {}'.format(self.snapshot_path)
-                    if os.path.exists(self.snapshot_path) else 'no snapshot was written yet')
-            raise TrainingDiverged(
-                'training loss became {} at epoch {}, iteration {}; stopped ({}). Try a lower --lr/--alpha, '
-                'a warm-up (--warmup_epochs 1) or --dtype float32'.format(
-                    value, trainer.updater.epoch + 1, trainer.updater.iteration, kept))
+        for key, what in self.LOSSES:
+            value = trainer.observation.get(key)
+            if isinstance(value, tuple):
+                value = value[0]
+            if value is None:
+                continue
+            value = float(getattr(value, 'array', value))
+            if not math.isfinite(value):
+                self._stop(trainer, what, value)
+
+    def _stop(self, trainer, what, value):
+        u = trainer.updater
+        # The update belongs to the epoch it started in; after an epoch's last
+        # one the updater already counts the finished epoch.
+        epoch = u.epoch if u.is_new_epoch else u.epoch + 1
+        kept = ('the last good snapshot is {}'.format(self.snapshot.path)
+                if self.snapshot.on_disk else 'no snapshot was written yet')
+        advice = self.advice + ('; or --dtype float32 (float16 overflows where float32 does not)'
+                                if self.mixed16 else '')
+        raise TrainingDiverged('{} loss became {} at epoch {}, iteration {}; stopped ({}). {}'.format(
+            what, value, epoch, u.iteration, kept, advice[:1].upper() + advice[1:]))
 
 
 class SaveEvery(training.Extension):
@@ -223,6 +245,9 @@ class Snapshot(training.Extension):
     def __init__(self, path, meta):
         self.path = path
         self.meta = meta
+        # Whether ``path`` holds this run's state (written by it, or resumed from): a file
+        # there from an earlier run of the same prefix is not one to resume.
+        self.on_disk = False
 
     def __call__(self, trainer):
         self.save(trainer)
@@ -230,17 +255,19 @@ class Snapshot(training.Extension):
     def save(self, trainer):
         from chainer_cifar.training.checkpoint import save_snapshot
         save_snapshot(self.path, trainer, self.meta)
+        self.on_disk = True
 
 
 class InterruptGuard(training.Extension):
-    """Turns Ctrl-C into "snapshot at the next iteration boundary, then stop".
+    """Turns Ctrl-C and SIGTERM into "snapshot at the next iteration boundary, then stop".
 
     A KeyboardInterrupt raised in the middle of an update could leave the
-    parameters half-updated; instead SIGINT only sets a flag and this
+    parameters half-updated; instead SIGINT or SIGTERM (what ``kill``, a job
+    scheduler or a container stop sends) only sets a flag and this
     extension, last of all at the end of an iteration, writes a consistent
     snapshot (mid-epoch: the iterator position and the partial epoch's log
-    are in it) and raises :class:`TrainingInterrupted`. A second Ctrl-C
-    interrupts at once.
+    are in it) and raises :class:`TrainingInterrupted`. A second signal
+    interrupts at once (KeyboardInterrupt).
 
     In a data-parallel run ``sync`` (:class:`.distributed.Agreement`) makes
     every worker stop in the same iteration (one that stopped alone would
@@ -251,13 +278,14 @@ class InterruptGuard(training.Extension):
     trigger = (1, 'iteration')
     priority = -200
     name = 'interrupt_guard'
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, snapshot, sync=None, save=True):
         self.snapshot = snapshot
         self.sync = sync
         self.save = save
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def request(self, *_):
         if self.requested:
@@ -265,13 +293,14 @@ class InterruptGuard(training.Extension):
         self.requested = True
 
     def install(self):
+        # Python lets only the main thread set signal handlers (tests may train in another).
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self.request)
+            self._previous = {s: signal.signal(s, self.request) for s in self.SIGNALS}
 
     def uninstall(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
 
     def __call__(self, trainer):
         requested = self.requested if self.sync is None else self.sync.any(self.requested)
@@ -281,6 +310,24 @@ class InterruptGuard(training.Extension):
             if self.sync is not None:
                 self.sync.barrier()
             raise TrainingInterrupted(self.snapshot.path)
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, while the block runs (main thread only).
+
+    Outside the training loop (loading data, building the model) a stop
+    request then ends the command as Ctrl-C does: one line, exit code 130,
+    instead of the silent death of SIGTERM's default action.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Progress(training.Extension):

@@ -7,6 +7,7 @@ half-written output; then it runs the trainer and returns a summary.
 import collections
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -94,6 +95,11 @@ def _one_line(error):
     return '{}: {}'.format(type(error).__name__, text) if text else type(error).__name__
 
 
+def stream_seed(seed, k):
+    """The seed of the run's k-th random stream: ``--seed + k`` kept in NumPy's range 0..2**32-1."""
+    return (seed + k) % 2 ** 32
+
+
 def seed_everything(seed, device):
     numpy.random.seed(seed)
     if device.xp is not numpy:
@@ -112,6 +118,21 @@ def make_optimizer(args):
     if args.optimizer == 'amsgrad':
         return O.Adam(alpha=args.alpha, amsgrad=True), 'alpha', args.alpha
     raise UserError('unknown --optimizer {!r}'.format(args.optimizer))
+
+
+def check_resume_location(snapshot, own_snapshot):
+    """A resumed run goes on writing beside its snapshot: refuse one that is not ``<out>/<prefix>.snapshot``.
+
+    Elsewhere, the best model, the log and the run record would be split
+    between two folders (the best epoch's model left behind).
+    """
+    if os.path.realpath(snapshot) == os.path.realpath(own_snapshot):
+        return
+    folder, name = os.path.split(snapshot)
+    prefix = name[:-len('.snapshot')] if name.endswith('.snapshot') else name
+    raise UserError('--resume {} is not this command\'s snapshot {}: a resumed run goes on writing beside its '
+                    'snapshot; give --out {} -p {} (or copy the whole run folder and resume there)'.format(
+                        snapshot, own_snapshot, folder or '.', prefix))
 
 
 def output_paths(args):
@@ -189,11 +210,24 @@ def _say(args, *msg):
         sys.stdout.flush()
 
 
-def train(args):
+def divergence_advice(args, recipe=None):
+    """What the NaN message suggests. ``recipe``: (preset name, its optimizer flags) known to train
+    ``args.model`` (the front end looks it up among the presets), or None."""
+    rate = '--lr' if args.optimizer in ('sgd', 'nesterov') else '--alpha'
+    generic = 'a lower {} or a warm-up (--warmup_epochs 1)'.format(rate)
+    if recipe is None:
+        return 'try ' + generic
+    name, flags = recipe
+    return 'preset {} trains -m {} with {} (python src/compare.py run {}); or try {}'.format(
+        name, args.model, ' '.join(flags), name, generic)
+
+
+def train(args, recipe=None):
     """Train as the (already checked) ``args`` say; returns a :class:`Summary`.
 
     With ``args.communicator`` this is one worker of a data-parallel run
     (see :mod:`.distributed`); without it nothing of MPI is imported.
+    ``recipe`` is for the divergence message (:func:`divergence_advice`).
     """
     comm = None
     if getattr(args, 'communicator', None):
@@ -210,10 +244,10 @@ def train(args):
         # The model first: a bad name or option is refused before the (slow) data load.
         predictor = create_model(args.model, **options)
         splits = load_splits(args)
-        return _train(args, device, splits, options, predictor, comm)
+        return _train(args, device, splits, options, predictor, comm, divergence_advice(args, recipe))
 
 
-def _train(args, device, splits, options, predictor, comm=None):
+def _train(args, device, splits, options, predictor, comm=None, advice=None):
     start_time = datetime.datetime.now()
     dist = None
     if comm is not None:
@@ -222,7 +256,7 @@ def _train(args, device, splits, options, predictor, comm=None):
             predictor = dist.sync_batch_norm(predictor, comm)
         if comm.rank != 0:
             args.quiet = True  # one voice: rank 0 prints
-            seed_everything(args.seed + dist.seed_offset(comm), device)  # own dropout/depth draws
+            seed_everything(stream_seed(args.seed, dist.seed_offset(comm)), device)  # own dropout/depth draws
     writer = dist is None or dist.is_writer(comm)
     offset = 0 if dist is None else dist.seed_offset(comm)
     model = Classifier(predictor)
@@ -241,10 +275,10 @@ def _train(args, device, splits, options, predictor, comm=None):
 
     # Separate generators for the split (seed), the order (seed+1) and the
     # augmentation (seed+2): changing --augment does not change the order.
-    augmenter = Augmenter(args.augment, seed=args.seed + 2 + offset)
-    train_data = splits.train if dist is None else dist.scatter(splits.train, comm, args.seed + 3, True)
+    augmenter = Augmenter(args.augment, seed=stream_seed(args.seed, 2 + offset))
+    train_data = splits.train if dist is None else dist.scatter(splits.train, comm, stream_seed(args.seed, 3), True)
     # The training set sits on the device once; each batch is gathered there by index.
-    train_iter = EpochIterator(train_data, args.batch_size, args.seed + 1 + offset, indices=True)
+    train_iter = EpochIterator(train_data, args.batch_size, stream_seed(args.seed, 1 + offset), indices=True)
     converter = Converter(device, augmenter, resident=resident_arrays(train_data, device))
     if getattr(args, 'accumulate', 1) > 1:
         updater = AccumulatingUpdater(train_iter, optimizer, converter, args.accumulate)
@@ -254,10 +288,11 @@ def _train(args, device, splits, options, predictor, comm=None):
     trainer = training.Trainer(updater, (args.iter, 'epoch'), out=args.out)
 
     has_valid = splits.valid is not None
-    meta = {'model': args.model, 'model_options': options, 'n_train': len(splits.train),
-            'n_valid': len(splits.valid) if has_valid else 0, 'n_test': len(splits.test),
-            'batch_size': args.batch_size, 'dtype': args.dtype, 'seed': args.seed,
-            'augment': args.augment}
+    sizes = (len(splits.train), len(splits.valid) if has_valid else 0, len(splits.test))
+    fingerprint = checkpoint.data_fingerprint(splits)
+    meta = {'model': args.model, 'model_options': options, 'n_train': sizes[0], 'n_valid': sizes[1],
+            'n_test': sizes[2], 'batch_size': args.batch_size, 'dtype': args.dtype, 'seed': args.seed,
+            'augment': args.augment, 'recipe': checkpoint.recipe(args, sizes, fingerprint)}
     if dist is not None:
         meta['workers'] = comm.size  # absent = 1: single-process snapshots stay as they were
     schedule = Schedule(base_lr, args.iter, args.lr_shape, args.lr_decay_iter, args.warmup_epochs,
@@ -268,14 +303,15 @@ def _train(args, device, splits, options, predictor, comm=None):
     def evaluator(dataset):
         if dist is None:
             return E.Evaluator(make_eval_iterator(dataset, args.batch_size), model, converter=eval_converter)
-        return dist.evaluator(dataset, args.batch_size, model, eval_converter, comm, args.seed + 3,
+        return dist.evaluator(dataset, args.batch_size, model, eval_converter, comm, stream_seed(args.seed, 3),
                               make_eval_iterator)
     if has_valid:
         trainer.extend(evaluator(splits.valid), name='validation')
     trainer.extend(evaluator(splits.test), name='test')
     if dist is not None:
         trainer.extend(dist.AggregateTrainObservation(comm))
-    trainer.extend(X.NaNGuard(paths['snapshot']))
+    snapshot = X.Snapshot(paths['snapshot'], meta)
+    trainer.extend(X.NaNGuard(snapshot, advice=advice, mixed16=args.dtype == 'mixed16'))
     log_report = E.LogReport(log_name=None)
     trainer.extend(log_report)
     best = X.BestModel(predictor, optimizer, paths['model'], paths['state'], has_valid)
@@ -292,17 +328,25 @@ def _train(args, device, splits, options, predictor, comm=None):
         trainer.extend(X.print_report(has_valid))
         iters_per_epoch = -(-len(train_data) // args.batch_size)
         trainer.extend(X.Progress(args.batch_size * n_workers, args.iter, iters_per_epoch))
-    snapshot = X.Snapshot(paths['snapshot'], meta)
     if writer:
         trainer.extend(snapshot)
     guard = X.InterruptGuard(snapshot, sync=None if dist is None else dist.Agreement(comm), save=writer)
     trainer.extend(guard)
 
     if args.resume:
-        if dist is not None or 'workers' in checkpoint.read_meta(args.resume):
+        saved = checkpoint.read_meta(args.resume)
+        check_resume_location(args.resume, paths['snapshot'])
+        if dist is not None or 'workers' in saved:
             from chainer_cifar.training import distributed
             distributed.check_resume(args.resume, n_workers)
-        checkpoint.load_snapshot(args.resume, trainer, meta)
+        saved = checkpoint.load_snapshot(args.resume, trainer, meta)
+        snapshot.on_disk = True
+        if updater.epoch_detail > args.iter:
+            raise UserError('--iter {} ends before the snapshot, which is at epoch {:g}; give --iter {} or '
+                            'more'.format(args.iter, updater.epoch_detail, math.ceil(updater.epoch_detail)))
+        if saved['unchecked']:
+            print('note: {} predates the recipe record: {} could not be checked against it'.format(
+                args.resume, ', '.join(saved['unchecked'])), file=sys.stderr)
         if dist is not None:
             dist.reseed_after_resume(comm, args.seed, updater.iteration,
                                      [train_iter.rng, augmenter.rng, None])
@@ -316,6 +360,7 @@ def _train(args, device, splits, options, predictor, comm=None):
     record = {'args': vars(args), 'model': args.model, 'model_options': options, 'parameters': n_params,
               'n_train': meta['n_train'], 'n_valid': meta['n_valid'], 'n_test': meta['n_test'],
               'images': os.path.abspath(args.dataset), 'labels': os.path.abspath(args.label),
+              'data_sha256': fingerprint,
               'device': str(device), 'device_name': device_name(device), 'versions': versions(device),
               'code': code_version(), 'start_time': start_time.isoformat(),
               'end_time': None, 'wall_seconds': None, 'status': 'running'}
@@ -325,23 +370,27 @@ def _train(args, device, splits, options, predictor, comm=None):
     if dist is not None:
         record.update(workers=comm.size, communicator=args.communicator,
                       total_batch_size=args.batch_size * comm.size)
-    if writer:
-        os.makedirs(args.out, exist_ok=True)
-        write_json(paths['run'], record)
-    _say(args, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
-        args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
-    if dist is not None:
-        _say(args, dist.describe(comm, args.batch_size, lr_attr, base_lr))
-
     t0 = time.time()
     status = 'failed'
+    # From the first "running" record on, every way out rewrites it with how the run ended.
     guard.install()
     try:
+        if writer:
+            os.makedirs(args.out, exist_ok=True)
+            write_json(paths['run'], record)
+        _say(args, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
+            args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
+        if dist is not None:
+            _say(args, dist.describe(comm, args.batch_size, lr_attr, base_lr))
         trainer.run(show_loop_exception_msg=False)
         status = 'finished'
     except X.TrainingInterrupted:
         status = 'interrupted'
         raise
+    except KeyboardInterrupt:
+        # A second signal stopped the run mid-iteration: resume from the last end-of-epoch snapshot.
+        status = 'interrupted'
+        raise X.TrainingInterrupted(snapshot.path if snapshot.on_disk else None, at_once=True)
     except X.TrainingDiverged:
         status = 'diverged'
         raise
