@@ -144,8 +144,10 @@ def _indices(text, n):
     bad = [i for i in idx if not 0 <= i < n]
     if bad:
         raise UserError('--index {} out of range: the test set has {} images (0-{})'.format(bad, n, n - 1))
-    if not idx or len(idx) > MAX_COUNT:
-        raise UserError('--index {!r} names {} images; give 1 to {}'.format(text, len(idx), MAX_COUNT))
+    if not idx:
+        raise UserError('--index {!r} names no image (a range is low-high, e.g. 0-9)'.format(text))
+    if len(idx) > MAX_COUNT:
+        raise UserError('--index names {} images; give at most {}'.format(len(idx), MAX_COUNT))
     return idx
 
 

@@ -157,6 +157,11 @@ def test_preprocessing_of_new_images_matches_dataset_statistics(tmp_path):
 @pytest.mark.parametrize('argv,message', [
     (['predict', '{model}', '{tmp}/missing.png'], 'not found'),
     (['predict', '{model}', '{tmp}/notimage.png'], 'not an image'),
+    (['predict', '{model}'], 'needs image files or --index'),
+    (['predict', '{model}', '--index', '38-40'], 'out of range'),
+    (['predict', '{model}', '--index', 'first'], 'ranges like 0-9'),
+    (['predict', '{model}', '--index', '5-2'], 'names no image'),
+    (['saliency', '{model}', '--index', '0,x'], 'ranges like 0-9'),
     (['confusion', '{tmp}/nope.model'], 'not found'),
     (['confusion', '{model}', '-m', 'tiny_analysis_test', '--res_depth', '3', '-d', '{tmp}/x/image.pkl'],
      'not found'),
@@ -238,3 +243,68 @@ def test_model_that_does_not_match_the_options_gives_one_clear_line(trained, tmp
     rc = analyze.run_main(analyze.main, ['confusion', str(trained[0])] + flags + ['--out', str(tmp_path / 'o')])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and 'does not fit model ' + flags[1] in err, err
+
+
+def write_log(prefix, rows, meta):
+    """A <prefix>_log.csv with ``rows`` of (valid_error, test_error) and its _run.json."""
+    header = 'epoch,train_loss,train_error,valid_loss,valid_error,test_loss,test_error,lr,elapsed\n'
+    lines = ['{},2,0.8,2,{},2,{},0.001,{}\n'.format(e + 1, v, t, 10 * (e + 1)) for e, (v, t) in enumerate(rows)]
+    (prefix.parent / (prefix.name + '_log.csv')).write_text(header + ''.join(lines))
+    (prefix.parent / (prefix.name + '_run.json')).write_text(json.dumps(meta))
+
+
+def test_predict_on_test_images_prints_the_true_class_beside_the_prediction(trained, tmp_path, capsys):
+    model_path, model, images, labels = trained
+    analyze.main(['predict', str(model_path), '--index', '0-2,7', '--out', str(tmp_path / 'o')])
+    lines = capsys.readouterr().out.strip().splitlines()
+    idx = [0, 1, 2, 7]
+    probs = analysis.predict_batches(model, images['test'].reshape(-1, 3, 32, 32)[idx])
+    assert len(lines) == len(idx) + 1  # no log beside the model: no note
+    for line, i, p in zip(lines, idx, probs):
+        true, predicted = analysis.CLASSES[labels['test'][i]], analysis.CLASSES[p.argmax()]
+        assert line.startswith('test image {} (true: {}): {} '.format(i, true, predicted)), line
+        assert line.endswith('right' if true == predicted else 'WRONG')
+    right = int((probs.argmax(axis=1) == labels['test'][idx]).sum())
+    assert lines[-1] == '{} of 4 right'.format(right)
+
+
+def test_predict_notes_the_models_test_error_from_its_log(trained, tmp_path, capsys):
+    model_path = trained[0]
+    meta = json.loads((model_path.parent / 'tiny_run.json').read_text())
+    write_log(model_path.parent / 'tiny', [(0.8, 0.75), (0.7, 0.685)], dict(meta, n_train=3600, n_valid=400))
+    image = tmp_path / 'cat.png'
+    Image.fromarray(numpy.zeros((32, 32, 3), numpy.uint8)).save(str(image))
+    analyze.main(['predict', str(model_path), str(image), '--out', str(tmp_path / 'o')])
+    note = capsys.readouterr().out.strip().splitlines()[-1]
+    assert note.startswith('note: this model (2 epochs on 4,000 images) has 68.5% test error'), note
+    assert 'right about 32% of the time (chance: 10%)' in note
+
+
+def test_frame_sets_the_test_error_beside_chance_and_the_published_recipe(tmp_path, capsys):
+    from chainer_cifar.results.published import published_for
+    meta = {'model': 'cnn', 'n_train': 3600, 'n_valid': 400, 'n_test': 1017,
+            'args': {'model': 'cnn', 'dataset': 'dataset/image_norm.pkl', 'subset': 4000},
+            'dataset': {'n_train': 8336, 'n_test': 1017, 'partial': True}}
+    # The saved model is the best-validation epoch's (2), not the last one's.
+    write_log(tmp_path / 'quickstart', [(0.8, 0.75), (0.7, 0.685), (0.72, 0.69)], meta)
+    analyze.main(['frame', str(tmp_path / 'quickstart_log.csv')])
+    text = capsys.readouterr().out
+    assert '3 epochs on 4,000 training images (3,600 to train, 400 to validate) of the 8,336 in a PARTIAL' in text
+    assert 'test error 68.5% on 1,017 test images (the saved model, epoch 2); chance is 90%' in text
+    published = published_for('article-cnn')[0]
+    assert 'article-cnn: 300 epochs on all 50,000 training images) reports {:.2f}%'.format(published.error) in text
+    assert 'python src/compare.py list' in text
+
+
+def test_frame_of_a_model_without_a_published_recipe_leaves_that_line_out(tmp_path):
+    write_log(tmp_path / 'tiny', [(0.8, 0.75)], {'model': 'tiny_analysis_test', 'n_train': 90, 'n_valid': 10})
+    lines = analysis.frame(str(tmp_path / 'tiny_log.csv'))
+    assert not [line for line in lines if 'published recipe' in line]
+    assert lines[0] == 'tiny: model tiny_analysis_test, 1 epoch on 100 training images (90 to train, 10 to validate)'
+
+
+def test_published_recipe_prefers_a_preset_on_the_same_data_file():
+    assert analysis.published_recipe('cnn', 'dataset/image_norm_zca.pkl')[0].name == 'article-cnn-norm-zca'
+    assert analysis.published_recipe('cnn', '/tmp/x/image_norm.pkl')[0].name == 'article-cnn'
+    assert analysis.published_recipe('cnn')[0].name == 'article-cnn'
+    assert analysis.published_recipe('tiny_analysis_test') is None

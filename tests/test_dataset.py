@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import shutil
 
 import numpy
 import pytest
@@ -42,7 +43,68 @@ def test_writes_every_file_of_the_original_layout(built):
     assert (out / 'mean.txt').read_text().startswith('[')
     info = json.load(open(str(out / build.INFO_NAME)))
     assert info['n_train'] == 100 and info['n_test'] == 30 and info['partial'] is True
+    assert info['variants'] == info['built'] == list(build.VARIANTS)
     assert not [n for n in os.listdir(str(out)) if n.startswith('.')]
+
+
+def _written(folder):
+    return sorted(n for n in os.listdir(str(folder)) if n != archive.BATCHES_DIR)
+
+
+def test_only_builds_the_named_variant_and_the_files_every_run_needs(official_batches, tmp_path):
+    folder, (_, train_y, _, _) = official_batches
+    out = tmp_path / 'out'
+    dataset.main(['--input', str(folder), '--output', str(out), '--only', 'image_norm'])
+    assert _written(out) == ['dataset_info.json', 'image_norm.pkl', 'label.pkl', 'mean.txt',
+                             'preprocess_stats.npz', 'sample_norm.png']
+    assert (pickles.load_pickle(str(out / 'label.pkl'))['train'] == train_y).all()
+    with numpy.load(str(out / build.STATS_NAME)) as npz:
+        assert sorted(npz.files) == ['mean', 'std', 'zca_eps']
+    info = json.load(open(str(out / build.INFO_NAME)))
+    assert info['variants'] == info['built'] == ['image_norm']
+
+
+def test_a_variant_not_asked_for_is_not_computed(official_batches, tmp_path, monkeypatch):
+    def no_zca(*args, **kwargs):
+        raise AssertionError('fitted a ZCA although no ZCA variant was asked for')
+    monkeypatch.setattr(preprocess.ZCA, 'fit', no_zca)
+    folder, _ = official_batches
+    dataset.main(['--input', str(folder), '--output', str(tmp_path / 'out'), '--only', 'image,image_norm.pkl'])
+    assert (tmp_path / 'out' / 'image.pkl').exists() and (tmp_path / 'out' / 'image_norm.pkl').exists()
+
+
+@pytest.mark.parametrize('only', ['image_norm,imgae', ',', 'all'])
+def test_unknown_variant_is_one_error_line_naming_the_choices(official_batches, tmp_path, capsys, only):
+    folder, _ = official_batches
+    rc = dataset.run_main(dataset.main, ['--input', str(folder), '--output', str(tmp_path / 'out'), '--only', only])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and ', '.join(build.VARIANTS) in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_only_keeps_the_variants_an_earlier_build_made_of_the_same_data(built, tmp_path):
+    out = tmp_path / 'dataset'
+    shutil.copytree(str(built[0]), str(out))
+    before = (out / 'image_zca.pkl').read_bytes()
+    dataset.main(['--input', str(out / archive.BATCHES_DIR), '--output', str(out), '--only', 'image_norm'])
+    assert (out / 'image_zca.pkl').read_bytes() == before and (out / 'sample_norm_zca.png').exists()
+    with numpy.load(str(out / build.STATS_NAME)) as npz, numpy.load(str(built[0] / build.STATS_NAME)) as old:
+        assert sorted(npz.files) == sorted(old.files)
+        numpy.testing.assert_array_equal(npz['zca_matrix'], old['zca_matrix'])
+    info = json.load(open(str(out / build.INFO_NAME)))
+    assert info['variants'] == list(build.VARIANTS) and info['built'] == ['image_norm']
+
+
+def test_only_removes_the_variants_an_earlier_build_made_of_other_data(built, tmp_path):
+    # Left there, image_zca.pkl of the old images would be trained on with the new label.pkl.
+    out = tmp_path / 'dataset'
+    shutil.copytree(str(built[0]), str(out))
+    other = tmp_path / 'other'
+    write_official_batches(str(other), seed=1)
+    dataset.main(['--input', str(other), '--output', str(out), '--only', 'image_norm'])
+    assert _written(out) == ['dataset_info.json', 'image_norm.pkl', 'label.pkl', 'mean.txt',
+                             'preprocess_stats.npz', 'sample_norm.png']
+    assert json.load(open(str(out / build.INFO_NAME)))['variants'] == ['image_norm']
 
 
 def test_mean_image_subtracts_training_channel_means_from_both_splits(built):
@@ -110,7 +172,7 @@ def test_whitened_pickle_has_identity_covariance(built):
 def test_py2_option_writes_protocol_2(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(build, 'build', lambda *a, **k: seen.update(k) or {
-        'n_train': 1, 'n_test': 1, 'partial': True, 'seconds': {}})
+        'n_train': 1, 'n_test': 1, 'partial': True, 'seconds': {}, 'variants': ['image'], 'built': ['image']})
     dataset.main(['--py2'])
     assert seen['protocol'] == pickles.PY2_PROTOCOL == 2
     pickles.save_pickle({'train': numpy.zeros((2, 3072), numpy.float32)}, str(tmp_path / 'a.pkl'),

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import tarfile
 
 import pytest
@@ -143,3 +144,52 @@ def test_unreachable_url_suggests_the_offline_option(tmp_path):
         archive.fetch(str(tmp_path / 'd'), url='http://127.0.0.1:9/cifar.tar.gz', progress=False,
                       log=lambda *a: None)
     assert leftovers(str(tmp_path / 'd')) == []
+
+
+def test_unreachable_url_names_every_offline_setting_in_one_line(tmp_path, capsys):
+    rc = download.run_main(download.main, ['--url', 'http://127.0.0.1:9/cifar.tar.gz', '--out', str(tmp_path / 'd'),
+                                           '--quiet'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert 'CIFAR10_ARCHIVE=PATH CIFAR10_MD5=HEX bash quickstart.sh' in err
+    assert '--archive PATH --md5 HEX' in err
+
+
+def test_offline_hint_names_the_projects_partial_copy_only_where_it_exists(tmp_path, monkeypatch):
+    copy = tmp_path / 'shared' / 'cifar-10-python-mini.tar.gz'
+    monkeypatch.setattr(archive, 'PARTIAL_COPY', str(copy))
+    assert 'partial copy' not in archive.offline_hint() and archive.PARTIAL_MD5 not in archive.offline_hint()
+    copy.parent.mkdir()
+    copy.write_bytes(b'x')
+    hint = archive.offline_hint()
+    assert 'CIFAR10_ARCHIVE={} CIFAR10_MD5={}'.format(copy, archive.PARTIAL_MD5) in hint
+    assert '--archive {} --md5 {}'.format(copy, archive.PARTIAL_MD5) in hint
+
+
+def test_md5_mismatch_of_a_local_copy_names_the_command_that_accepts_it(tmp_path, capsys):
+    # CIFAR10_ARCHIVE without CIFAR10_MD5: the error must give the whole quick-start command.
+    path = make_archive(tmp_path)
+    md5 = archive.md5sum(path)
+    rc = download.run_main(download.main, ['--archive', path, '--out', str(tmp_path / 'd'), '--quiet'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert 'CIFAR10_ARCHIVE={} CIFAR10_MD5={} bash quickstart.sh'.format(path, md5) in err
+    assert '--archive {} --md5 {}'.format(path, md5) in err
+    assert 'partial copy' not in err
+
+
+def test_md5_mismatch_recognises_the_projects_partial_copy(tmp_path, monkeypatch):
+    path = make_archive(tmp_path)
+    monkeypatch.setattr(archive, 'PARTIAL_MD5', archive.md5sum(path))
+    with pytest.raises(UserError, match='it is the partial copy this project keeps'):
+        archive.fetch(str(tmp_path / 'd'), archive=path, log=lambda *a: None)
+
+
+def test_help_states_each_default_once(monkeypatch):
+    text = ' '.join(download.build_parser().format_help().split())
+    assert 'default: None' not in text and not re.search(r'\(default: [^)]*\) \(default:', text)
+    assert text.count('(default:') == 4  # --archive, --url, --md5, --out
+    assert '(default: $CIFAR10_ARCHIVE if set, else download)' in text
+    monkeypatch.setenv('CIFAR10_ARCHIVE', '/data/copy.tar.gz')
+    text = ' '.join(download.build_parser().format_help().split())
+    assert '(default: $CIFAR10_ARCHIVE, now /data/copy.tar.gz)' in text and text.count('(default:') == 4

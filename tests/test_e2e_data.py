@@ -4,6 +4,7 @@ import json
 import numpy
 
 from chainer_cifar.data import archive, build, pickles
+from conftest import MINI_ARCHIVE_MD5
 
 
 def test_mini_archive_becomes_every_dataset_file(mini_dataset):
@@ -42,3 +43,15 @@ def test_whitened_real_training_data_has_near_identity_covariance(mini_dataset):
 
 def test_mini_archive_md5_matches_its_readme(mini_archive):
     assert archive.md5sum(mini_archive) == 'c1366a7aca9f64f5a55aeab36eb1bc98'
+
+
+def test_partial_archive_without_its_md5_is_one_line_naming_the_command_that_takes_it(mini_archive, tmp_path,
+                                                                                      capsys, monkeypatch):
+    # CIFAR10_ARCHIVE=... bash quickstart.sh without CIFAR10_MD5, as a newcomer first tries it.
+    import download
+    monkeypatch.delenv('CIFAR10_MD5', raising=False)
+    rc = download.run_main(download.main, ['--archive', mini_archive, '--out', str(tmp_path / 'd'), '--quiet'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert 'it is the partial copy this project keeps (8,336 train / 1,017 test images)' in err
+    assert 'CIFAR10_ARCHIVE={} CIFAR10_MD5={} bash quickstart.sh'.format(mini_archive, MINI_ARCHIVE_MD5) in err

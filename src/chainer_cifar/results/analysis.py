@@ -152,18 +152,18 @@ def frame(log_path):
     data = meta.get('dataset') or {}
     model = meta.get('model') or args.get('model') or '?'
     used = (meta.get('n_train') or 0) + (meta.get('n_valid') or 0)
-    of = ' of the {:,} training images of {}'.format(
+    of = ' of the {:,} in {}'.format(
         data['n_train'], 'a PARTIAL CIFAR-10 (the full set has 50,000)' if data.get('partial') else 'CIFAR-10') \
         if data.get('n_train') else ''
-    lines = ['{}: model {}, {} epoch{} on {:,}{} ({:,} to train, {:,} to validate)'.format(
-        run.prefix, model, summary.epochs, '' if summary.epochs == 1 else 's', used, of,
-        meta.get('n_train') or 0, meta.get('n_valid') or 0),
+    lines = ['{}: model {}, {} epoch{} on {:,} training images ({:,} to train, {:,} to validate){}'.format(
+        run.prefix, model, summary.epochs, '' if summary.epochs == 1 else 's', used,
+        meta.get('n_train') or 0, meta.get('n_valid') or 0, of),
         'test error {:.1f}% on {:,} test images (the saved model, epoch {}); chance is {:.0f}%'.format(
             summary.test_at_best, meta.get('n_test') or 0, summary.best_epoch, CHANCE_ERROR)]
     recipe = published_recipe(model, args.get('dataset'))
     if recipe:
         preset, error = recipe
-        lines.append('the published recipe for {} ({}: {} epochs on all 50,000 training images) reaches '
+        lines.append('the published recipe for {} ({}: {} epochs on all 50,000 training images) reports '
                      '{:.2f}%'.format(model, preset.name, _flag(preset.args, '--iter'), error))
     lines.append('every preset and its published error: python src/compare.py list; '
                  'what was measured here: docs/results.md')
