@@ -82,32 +82,36 @@ def _recipe_changes(extra):
     return changes
 
 
-def run_preset(name, seeds, runs_dir='results', extra=(), train_main=None, scale='full'):
-    """Train preset ``name`` at ``scale`` once per seed through train.py; return the log paths."""
+def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, scale='full'):
+    """Train preset ``name`` at ``scale`` once per seed; return the log paths.
+
+    Each seed's recipe is ``train.py``'s parsed flags (``parse_args(recipe +
+    extra)``), handed to ``run_training`` (default: ``train.run``, which
+    returns the exit code). The command line is recorded in the sidecar, so
+    the run can be retyped as ``python src/train.py ...``.
+    """
     from chainer_cifar.training.args import parse_args
-    recipe = presets.recipe(name, scale)
-    if train_main is None:
+    if run_training is None:
         import train
-        train_main = train.main
+        run_training = train.run
     out = presets.run_dir(runs_dir, name, scale)
+    recipe = presets.recipe(name, scale)
     argvs = [recipe + ['-p', '{}_s{}'.format(name, seed), '--out', out, '--seed', str(seed)] + list(extra)
              for seed in seeds]
-    for argv in argvs:  # every seed's flags checked before the first file is written
-        parse_args(argv)
+    recipes = [parse_args(argv) for argv in argvs]  # every seed's flags checked before the first file is written
     logs = []
-    for seed, argv in zip(seeds, argvs):
-        prefix = '{}_s{}'.format(name, seed)
+    for seed, argv, args in zip(seeds, argvs, recipes):
+        base = os.path.join(args.out, args.prefix)  # where train.py writes this seed's files
         sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
                    'overrides': _recipe_changes(extra), 'argv': argv}
-        os.makedirs(out, exist_ok=True)
-        atomic_write(os.path.join(out, prefix + runs.PRESET_SUFFIX),
-                     lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write(base + runs.PRESET_SUFFIX, lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
         print('== {} seed {}: python src/train.py {}'.format(name, seed, ' '.join(argv)), flush=True)
-        rc = train_main(argv)
+        rc = run_training(args)
         if rc:  # interrupted (130): the remaining seeds would not be the requested set
             raise UserError('{} seed {} stopped (exit code {}); finish it with the --resume command above, '
                             'then rerun the remaining seeds'.format(name, seed, rc))
-        logs.append(os.path.join(out, prefix + runs.LOG_SUFFIX))
+        logs.append(base + runs.LOG_SUFFIX)
     return logs
 
 

@@ -3,17 +3,19 @@
 
     python src/train.py -g 0 -m cnn -b 128 -p cnn --optimizer adam --iter 300 --lr_decay_iter 100
 
-Writes <out>/<prefix>.model (best validation error), .state, _log.csv, _loss.png,
-_error.png, .snapshot (for --resume) and _run.json. See docs/training.md.
+Writes results/cnn/cnn.model (best validation error), .state, _log.csv, _loss.png,
+_error.png, .snapshot (for --resume) and _run.json; `-p runs/cnn` writes runs/cnn.*,
+`--out DIR -p cnn` DIR/cnn.*. See docs/training.md.
 """
 import os
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer before chainer)
 from chainer_cifar.errors import run_main  # noqa: E402
 from chainer_cifar.training import TrainingInterrupted, get_device, parse_args, train  # noqa: E402
-from chainer_cifar.training.args import model_options  # noqa: E402
+from chainer_cifar.training.args import build_parser, model_options  # noqa: E402
 from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
 from chainer_cifar.training.extensions import sigterm_as_ctrl_c  # noqa: E402
 
@@ -51,7 +53,14 @@ def published_recipe(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args):
+    """Train (or with ``--test_only`` evaluate) as the checked ``args`` say; returns the exit code.
+
+    ``compare.py`` calls it once per seed with ``parse_args(recipe + flags)``.
+    """
     if args.test_only:
         path = os.path.join(args.out, args.prefix + '.model')
         loss, error, n = test_saved_model(path, args.model, model_options(args), args.dataset, args.label,
@@ -62,12 +71,42 @@ def main(argv=None):
         # SIGTERM (kill, a job scheduler) stops the run as Ctrl-C does: inside the
         # training loop at an iteration boundary with a snapshot, elsewhere at once.
         with sigterm_as_ctrl_c():
-            train(args, published_recipe(args))
+            summary = train(args, published_recipe(args))
     except TrainingInterrupted as e:
         hint = 'continue with --resume {}'.format(e.snapshot) if e.snapshot else 'start the run again'
         print('{}; {}'.format(e, hint), file=sys.stderr)
         return 130
+    if summary.files:  # a data-parallel worker other than rank 0 writes and says nothing
+        print('\n'.join(summary_lines(summary, args)))
+        sys.stdout.flush()
     return 0
+
+
+def summary_lines(summary, args):
+    """The closing lines: the protocol's numbers, every file written, and what to run next."""
+    if summary.best_valid_error is not None:
+        lines = ['best validation error {:.2f}% at epoch {}; test error at that epoch {:.2f}% '
+                 '(final test error {:.2f}%)'.format(100 * summary.best_valid_error, summary.best_epoch,
+                                                    100 * summary.test_error_at_best,
+                                                    100 * summary.final_test_error)]
+    elif summary.final_test_error is not None:
+        lines = ['no validation set: test error of the last epoch ({}) {:.2f}%'.format(
+            summary.epochs, 100 * summary.final_test_error)]
+    else:
+        lines = []
+    paths = summary.paths
+    lines.append('wrote {}: {}'.format(os.path.join(args.out, ''),
+                                       ', '.join(os.path.basename(f) for f in summary.files)))
+    q = shlex.quote  # commands to retype, whatever the paths hold
+    data = ''.join(' {} {}'.format(flag, q(getattr(args, name))) for flag, name in (('-d', 'dataset'), ('-l', 'label'))
+                   if getattr(args, name) != build_parser().get_default(name))
+    gpu = ' -g {}'.format(args.gpu) if args.gpu >= 0 else ''
+    steps = ['python src/analyze.py curves {}'.format(q(paths['log'])),
+             'python src/evaluate.py {}{}{}'.format(q(paths['model']), gpu, data),
+             'python src/compare.py report {}'.format(q(args.out))]
+    lines.append('next: ' + steps[0])
+    lines += ['      ' + step for step in steps[1:]]
+    return lines
 
 
 if __name__ == '__main__':

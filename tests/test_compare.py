@@ -142,17 +142,20 @@ def test_bad_log_gives_one_clear_error(tmp_path, capsys):
 def test_run_passes_the_preset_recipe_to_train_and_records_changes(tmp_path):
     seen = []
 
-    def fake_train(argv):
-        seen.append(argv)
-        out = argv[argv.index('--out') + 1]
-        prefix = argv[argv.index('-p') + 1]
-        write_run(__import__('pathlib').Path(out), prefix, [(0.5, 0.5)], preset=None)
+    def fake_train(args):  # train.run: the parsed flags of train.py
+        seen.append(args)
+        write_run(__import__('pathlib').Path(args.out), args.prefix, [(0.5, 0.5)], preset=None)
 
     logs = compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['-g', '0', '--iter', '1'],
-                              train_main=fake_train)
-    assert len(seen) == 2 and seen[0][:2] == ['-m', 'cnn'] and seen[1][-6:-4] == ['--seed', '2']
+                              run_training=fake_train)
+    assert len(seen) == 2 and seen[0].model == 'cnn' and seen[0].optimizer == 'adam'
+    assert [(a.seed, a.gpu, a.iter) for a in seen] == [(1, 0, 1), (2, 0, 1)]
+    assert seen[1].out == str(tmp_path / 'article-cnn') and seen[1].prefix == 'article-cnn_s2'
     sidecar = json.loads((tmp_path / 'article-cnn' / 'article-cnn_s1_preset.json').read_text())
     assert sidecar['overrides'] == ['--iter', '1']  # -g is not part of the recipe
+    # The command line to retype, as compare.py printed it.
+    assert sidecar['argv'] == presets.recipe('article-cnn') + [
+        '-p', 'article-cnn_s1', '--out', str(tmp_path / 'article-cnn'), '--seed', '1', '-g', '0', '--iter', '1']
     (group,) = report.group_runs([runs.load_run(p) for p in logs])
     assert group.label == 'article-cnn (modified: --iter 1)' and not group.comparable
 
@@ -186,12 +189,12 @@ def test_quiet_and_gpu_are_not_recipe_changes():
 def test_a_stopped_seed_stops_the_series(tmp_path):
     seen = []
 
-    def interrupted(argv):
-        seen.append(argv)
+    def interrupted(args):
+        seen.append(args)
         return 130
 
     with pytest.raises(UserError, match='seed 1 stopped'):
-        compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['--iter', '1'], train_main=interrupted)
+        compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['--iter', '1'], run_training=interrupted)
     assert len(seen) == 1
 
 
@@ -206,10 +209,9 @@ SLOW_PRESETS = {'resnet1202-paper', 'resnet1202-constant-depth', 'resnet1202-sd-
 
 @pytest.mark.parametrize('name', list(presets.PRESETS))
 def test_every_preset_command_line_is_accepted_by_train(name, tmp_path):
-    from chainer_cifar.training import parse_args
     seen = []
-    compare.run_preset(name, [3], str(tmp_path), ['-g', '-1'], train_main=lambda argv: seen.append(argv))
-    args = parse_args(seen[0])
+    compare.run_preset(name, [3], str(tmp_path), ['-g', '-1'], run_training=seen.append)
+    args = seen[0]
     preset_args = presets.get_preset(name).args
     assert args.model == preset_args[preset_args.index('-m') + 1] and args.seed == 3
     assert args.iter == int(preset_args[preset_args.index('--iter') + 1])
@@ -277,10 +279,10 @@ def test_unknown_scale_is_one_error():
 def test_run_at_partial_scale_writes_to_the_partial_folder_and_records_the_scale(tmp_path):
     seen = []
     compare.run_preset('resnet20-paper', [1], str(tmp_path), ['-g', '-1'], scale='partial',
-                       train_main=lambda argv: seen.append(argv))
-    argv = seen[0]
-    assert argv[argv.index('--iter') + 1] == '40' and argv[argv.index('--lr_decay_iter') + 1] == '20,30'
-    assert argv[argv.index('--out') + 1] == str(tmp_path / 'partial' / 'resnet20-paper')
+                       run_training=seen.append)
+    args = seen[0]
+    assert args.iter == 40 and args.lr_decay_iter == [20, 30]
+    assert args.out == str(tmp_path / 'partial' / 'resnet20-paper')
     sidecar = json.loads((tmp_path / 'partial' / 'resnet20-paper' / 'resnet20-paper_s1_preset.json').read_text())
     assert (sidecar['scale'], sidecar['framework'], sidecar['overrides']) == ('partial', 'chainer', [])
 

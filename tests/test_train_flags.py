@@ -80,13 +80,13 @@ def test_compare_refuses_a_seed_out_of_range_before_writing_anything(tmp_path, c
 def test_compare_checks_the_train_flags_of_every_seed_before_writing_anything(tmp_path, extra):
     seen = []
     with pytest.raises(UserError, match=extra[0]):
-        compare.run_preset('article-cnn', [1, 2], str(tmp_path), extra, train_main=seen.append)
+        compare.run_preset('article-cnn', [1, 2], str(tmp_path), extra, run_training=seen.append)
     assert seen == [] and os.listdir(str(tmp_path)) == []
 
 
 def test_compare_still_records_a_valid_run_of_every_seed(tmp_path):
     seen = []
-    compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['--iter', '1'], train_main=seen.append)
-    assert [a[a.index('--seed') + 1] for a in seen] == ['1', '2']
+    compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['--iter', '1'], run_training=seen.append)
+    assert [args.seed for args in seen] == [1, 2]
     sidecar = json.loads((tmp_path / 'article-cnn' / 'article-cnn_s2_preset.json').read_text())
     assert sidecar['overrides'] == ['--iter', '1']

@@ -403,7 +403,7 @@ def environment():
 
 def _device(gpu):
     """Chainer's device for ``-g``, as ``train.py`` picks it (one clear error without CuPy)."""
-    from chainer_cifar.training.trainer import get_device
+    from chainer_cifar.training import get_device
     device = get_device(gpu)
     if device.xp is not numpy:
         device.use()

@@ -103,7 +103,7 @@ log "article: the README's residual_skip command, verbatim but for --iter 1"
 stage 40 $PY src/train.py -g "$GPU" -m residual --skip_depth --res_depth 12 -b 128 -p residual_skip \
     --optimizer sgd --lr 0.1 --iter 1 --lr_decay_iter 100 $SUBSET
 
-cp residual_skip_log.csv residual_skip_run.json "$RUNS/" 2>/dev/null
+cp results/residual_skip/residual_skip_log.csv results/residual_skip/residual_skip_run.json "$RUNS/" 2>/dev/null
 tar czf "$OUT/runs.tar.gz" --exclude='*.model' --exclude='*.state' --exclude='*.snapshot' --exclude='*.tmp' \
     "$RUNS" results/recipe_time/*.json results/recipe_time/*.csv results/recipe_time/control 2>/dev/null
 log "done: $OUT"

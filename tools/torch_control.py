@@ -41,8 +41,9 @@ from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.training.args import MODEL_OPTIONS, Parser, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
+from chainer_cifar.training.device import device_name  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # noqa: E402
-from chainer_cifar.training.trainer import code_version, dataset_info, device_name, write_json  # noqa: E402
+from chainer_cifar.training.record import code_version, dataset_info, write_json  # noqa: E402
 
 import numpy  # noqa: E402
 import torch  # noqa: E402

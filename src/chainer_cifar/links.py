@@ -30,6 +30,7 @@ from chainer_cifar.functions import batch_norm as _bn
 from chainer_cifar.functions import convolution as _conv
 from chainer_cifar.functions._config import use_fast
 from chainer_cifar.functions.pooling import average_pooling_2d, max_pooling_2d  # noqa: F401
+from chainer_cifar.functions import add_relu, convolution_2d, zero_pad_shortcut  # noqa: F401  (for the models)
 
 
 class Convolution2D(_L.Convolution2D):

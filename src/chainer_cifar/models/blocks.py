@@ -18,10 +18,10 @@ import chainer
 import chainer.functions as F
 from chainer import initializers
 
-from chainer_cifar import links as L  # Chainer's links, with the fast Convolution2D / BatchNormalization
-from chainer_cifar.functions import convolution_2d
-from chainer_cifar.functions.add_relu import add_relu
-from chainer_cifar.functions.shortcut import zero_pad_shortcut as _zero_pad_shortcut
+# Chainer's links with the fast Convolution2D / BatchNormalization, and the fast functions the
+# blocks call (pooling, add_relu, the option-A shortcut, convolution_2d): models reach
+# chainer_cifar.functions only through links (docs/architecture.md).
+from chainer_cifar import links as L
 
 
 def he_normal():
@@ -67,7 +67,7 @@ def zero_pad_shortcut(x, out_channels, stride=1, subsample='stride'):
     a legacy model computes the same outputs here.
     """
     if subsample != 'average':
-        return _zero_pad_shortcut(x, out_channels, stride)  # one fast node on NumPy
+        return L.zero_pad_shortcut(x, out_channels, stride)  # one fast node on NumPy
     if stride != 1:
         x = L.average_pooling_2d(x, stride, stride)
     missing = out_channels - x.shape[1]
@@ -196,7 +196,7 @@ class ResidualBlock(ResidualBase):
         return F.relu(h)
 
     def merge_sum(self, h, s):
-        return add_relu(h, s)  # relu(h + s), one fast node on NumPy
+        return L.add_relu(h, s)  # relu(h + s), one fast node on NumPy
 
     def forward(self, x):
         if self.shortcut_kind is None:
@@ -381,7 +381,7 @@ class WeightNormConvolution2D(_WeightNormLink):
         self.stride, self.pad = stride, pad
 
     def forward(self, x):
-        return convolution_2d(x, self.W, self.b, self.stride, self.pad)
+        return L.convolution_2d(x, self.W, self.b, self.stride, self.pad)
 
 
 class WeightNormLinear(_WeightNormLink):

@@ -4,5 +4,6 @@
 and checks its arguments. See docs/training.md.
 """
 from chainer_cifar.training.args import build_parser, check_args, parse_args  # noqa: F401
+from chainer_cifar.training.device import get_device  # noqa: F401
 from chainer_cifar.training.extensions import TrainingDiverged, TrainingInterrupted  # noqa: F401
-from chainer_cifar.training.trainer import Classifier, get_device, train  # noqa: F401
+from chainer_cifar.training.trainer import Classifier, train  # noqa: F401

@@ -7,6 +7,7 @@ can trust them.
 """
 import argparse
 import math
+import os
 
 from chainer_cifar.data import augment
 from chainer_cifar.errors import UserError
@@ -15,9 +16,15 @@ OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'amsgrad')
 LR_SHAPES = ('multistep', 'cosine')
 DTYPES = ('float32', 'mixed16')
 MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
-# ChainerMN's communicators (chainer_cifar.training.distributed.COMMUNICATORS; kept here so
-# that parsing the flags imports neither Chainer nor MPI).
+# ChainerMN's communicators, and those that work on GPU arrays only (``naive`` is the one
+# that takes host arrays). Here, not in distributed.py, so that checking the flags imports
+# neither Chainer nor MPI.
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
+GPU_ONLY_COMMUNICATORS = ('flat', 'non_cuda_aware', 'pure_nccl')
+# Where a run writes without --out and with a -p that names no folder: results/<prefix>/.
+DEFAULT_RESULTS = 'results'
+OUTPUT_RULE = ('-p NAME writes {0}/NAME/NAME.*; a path -p DIR/NAME writes DIR/NAME.* (-p ./NAME: the current '
+               'folder); --out DIR puts them in DIR (DIR/NAME.*, -p then relative to DIR)'.format(DEFAULT_RESULTS))
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,9 +77,11 @@ def build_parser(prog=None):
     add_model_arguments(p)
     add_data_arguments(p)
     p.add_argument('-p', '--prefix', default=None,
-                   help='output name: <out>/<prefix>.model, .state, _log.csv, _loss.png, _error.png, '
-                        '.snapshot, _run.json (default: the model name)')
-    p.add_argument('--out', default='.', help='folder for the outputs')
+                   help='name of the outputs <prefix>.model, .state, _log.csv, _loss.png, _error.png, .snapshot, '
+                        '_run.json, optionally with a folder: {} (default NAME: the model name)'.format(OUTPUT_RULE))
+    p.add_argument('--out', default=None, metavar='DIR',
+                   help='folder of the outputs (default: {}/<prefix>/ for a -p without a folder, else the folder '
+                        'of -p)'.format(DEFAULT_RESULTS))
     p.add_argument('--iter', type=int, default=300, help='number of epochs to train')
     p.add_argument('--save_iter', type=int, default=0,
                    help='also save <prefix>_<epoch>.model every this many epochs (0 = never)')
@@ -157,7 +166,7 @@ POSITIVE_FLOATS = ('lr', 'alpha', 'warmup_lr')
 NON_NEGATIVE_FLOATS = ('weight_decay', 'warmup_epochs')
 POSITIVE_INTS = ('batch_size', 'subset', 'res_depth', 'res_width', 'valid_size')  # None = not given
 # NumPy's RandomState takes seeds 0..2**32-1; the run derives its other streams from --seed
-# modulo 2**32 (trainer.stream_seed), so every seed of this range works.
+# modulo 2**32 (seeds.stream_seed), so every seed of this range works.
 SEED_RANGE = (0, 2 ** 32 - 1)
 
 
@@ -199,22 +208,55 @@ def check_numbers(args):
 
 
 def check_args(args):
-    """Check flags against each other; normalise ``lr_decay_iter``, ``augment`` and ``prefix``."""
+    """Check flags against each other; normalise ``lr_decay_iter``, ``augment``, ``out`` and ``prefix``.
+
+    Afterwards ``args.out`` is the folder of the outputs and ``args.prefix`` their plain name
+    (:func:`output_location`).
+    """
     check_numbers(args)
     if args.valid_size is not None and args.no_valid_data:
         raise UserError('--valid_size and --no_valid_data contradict each other; give one')
     args.lr_decay_iter = parse_lr_decay(args.lr_decay_iter)
     args.augment = list(augment.parse_augment(args.augment))
-    if args.prefix is None:
-        args.prefix = args.model
-    if not args.prefix or '/' in args.prefix or '\\' in args.prefix:
-        raise UserError('--prefix {!r} must be a plain file name; use --out for the folder'.format(args.prefix))
+    args.out, args.prefix = output_location(args.out, args.prefix, args.model)
     if args.dtype == 'mixed16' and args.test_only:
         args.dtype = 'float32'
-    if getattr(args, 'communicator', None) is not None or getattr(args, 'sync_bn', False):
-        from chainer_cifar.training import distributed
-        distributed.check_args(args)
+    check_distributed(args)
     return args
+
+
+def output_location(out, prefix, model):
+    """``(folder, name)`` of a run's files ``folder/name.model``, ``folder/name_log.csv``, ...
+
+    The rule (:data:`OUTPUT_RULE`): ``--out DIR -p NAME`` -> ``DIR/NAME.*``;
+    ``-p DIR/NAME`` -> ``DIR/NAME.*`` (a path prefix, as the original's ``-p``
+    took); ``-p NAME`` alone -> ``results/NAME/NAME.*``, so that each run has
+    a folder and none writes into the checkout's root. No ``-p``: NAME is the
+    model name. ``--resume`` and ``--test_only`` find their files by the same rule.
+    """
+    folder, name = os.path.split(model if prefix is None else prefix)
+    if not name or name in (os.curdir, os.pardir):
+        raise UserError('--prefix {!r} must end in a file name (e.g. -p cnn or -p runs/cnn)'.format(prefix))
+    if out is not None:
+        folder = os.path.normpath(os.path.join(out, folder))
+    elif not folder:
+        folder = os.path.join(DEFAULT_RESULTS, name)
+    return folder, name
+
+
+def check_distributed(args):
+    """Flag combinations of data-parallel training that cannot work; no MPI needed to tell."""
+    communicator = getattr(args, 'communicator', None)
+    if communicator is None:
+        if getattr(args, 'sync_bn', False):
+            raise UserError('--sync_bn synchronizes BatchNorm across MPI workers: it needs --communicator '
+                            '(and mpiexec -n N)')
+        return
+    if communicator in GPU_ONLY_COMMUNICATORS and args.gpu < 0:
+        raise UserError('--communicator {} works on GPUs only: give -g 0 (each worker then uses GPU '
+                        '<its rank on the node>) or use --communicator naive on the CPU'.format(communicator))
+    if args.test_only:
+        raise UserError('--test_only evaluates a saved model in one process; drop --communicator')
 
 
 def model_options(args):

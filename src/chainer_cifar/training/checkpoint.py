@@ -26,6 +26,8 @@ from chainer import serializers, training
 
 from chainer_cifar.data.pickles import atomic_write
 from chainer_cifar.errors import UserError
+from chainer_cifar.training.data import _dataset_arrays  # the arrays behind a (Sub/Tuple)Dataset
+from chainer_cifar.training.seeds import serialize_random_state
 
 META_KEY = 'chainer_cifar_meta'
 # 2: the meta holds the run's ``recipe`` (see :func:`recipe`). 1: model, options, sizes, batch, dtype only.
@@ -49,7 +51,6 @@ def data_fingerprint(splits):
     Equal for the same data at another path; different for another file
     (image.pkl vs image_norm.pkl, a rebuilt set), subset, split or seed.
     """
-    from chainer_cifar.training.data import _dataset_arrays  # the arrays behind a (Sub/Tuple)Dataset
     h = hashlib.sha256()
     for part in splits:
         for a in ([] if part is None else _dataset_arrays(part)):
@@ -111,6 +112,32 @@ def read_meta(path):
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise UserError('snapshot {} is corrupt or not a train.py snapshot ({}: {})'.format(
             path, type(e).__name__, e))
+
+
+def check_resume_location(snapshot, own_snapshot):
+    """A resumed run goes on writing beside its snapshot: refuse one that is not ``<out>/<prefix>.snapshot``.
+
+    Elsewhere, the best model, the log and the run record would be split
+    between two folders (the best epoch's model left behind).
+    """
+    if os.path.realpath(snapshot) == os.path.realpath(own_snapshot):
+        return
+    folder, name = os.path.split(snapshot)
+    prefix = name[:-len('.snapshot')] if name.endswith('.snapshot') else name
+    raise UserError('--resume {} is not this command\'s snapshot {}: a resumed run goes on writing beside its '
+                    'snapshot; give --out {} -p {} (or copy the whole run folder and resume there)'.format(
+                        snapshot, own_snapshot, folder or '.', prefix))
+
+
+def check_workers(path, saved, n_workers):
+    """Refuse a snapshot taken with another number of workers (its iterator state would not fit).
+
+    ``saved``: the snapshot's meta (:func:`read_meta`); one without ``workers`` was taken by one process.
+    """
+    taken = saved.get('workers', 1)
+    if taken != n_workers:
+        raise UserError('snapshot {} was taken with {} worker(s), this run has {}; resume with mpiexec -n {} '
+                        '(and the same -b per worker)'.format(path, taken, n_workers, taken))
 
 
 def _format_1_recipe(saved, files, optimizer):
@@ -199,23 +226,6 @@ def load_snapshot(path, trainer, meta):
         raise UserError('snapshot {} cannot be loaded into this model ({}: {})'.format(
             path, type(e).__name__, e))
     return saved
-
-
-def serialize_random_state(serializer, rng):
-    """(De)serialize a ``numpy.random.RandomState``'s full state under ``serializer``."""
-    if isinstance(serializer, chainer.serializer.Serializer):
-        name, keys, pos, has_gauss, gauss = rng.get_state()
-        serializer('keys', numpy.asarray(keys, dtype=numpy.uint32))
-        serializer('pos', numpy.asarray(pos, dtype=numpy.int64))
-        serializer('has_gauss', numpy.asarray(has_gauss, dtype=numpy.int64))
-        serializer('gauss', numpy.asarray(gauss, dtype=numpy.float64))
-    else:
-        keys = serializer('keys', None)
-        pos = serializer('pos', None)
-        has_gauss = serializer('has_gauss', None)
-        gauss = serializer('gauss', None)
-        rng.set_state(('MT19937', numpy.asarray(keys, dtype=numpy.uint32), int(pos), int(has_gauss),
-                       float(gauss)))
 
 
 class RandomStates(training.Extension):

@@ -9,6 +9,7 @@ from chainer.dataset import concat_examples
 
 from chainer_cifar.data.pickles import load_dataset
 from chainer_cifar.errors import UserError
+from chainer_cifar.training.seeds import serialize_random_state
 
 FULL_TRAIN = 50000
 FULL_VALID = 5000
@@ -106,7 +107,6 @@ class EpochIterator(chainer.dataset.Iterator):
         return None if self._previous_epoch_detail < 0 else self._previous_epoch_detail
 
     def serialize(self, serializer):
-        from chainer_cifar.training.checkpoint import serialize_random_state
         self.current_position = int(serializer('current_position', self.current_position))
         self.epoch = int(serializer('epoch', self.epoch))
         self.is_new_epoch = bool(serializer('is_new_epoch', self.is_new_epoch))

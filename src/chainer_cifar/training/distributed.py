@@ -27,27 +27,78 @@ from chainer import training
 from chainer.training import extensions as E
 
 from chainer_cifar.errors import UserError
-from chainer_cifar.training.args import COMMUNICATORS  # noqa: F401  (the choices of --communicator)
+from chainer_cifar.training.data import make_eval_iterator
+from chainer_cifar.training.device import get_device as single_process_device
 
-# ``naive`` is the only one of ChainerMN's communicators that works on host arrays.
-GPU_ONLY = ('flat', 'non_cuda_aware', 'pure_nccl')
 # Far from the small offsets (+1, +2) the single-process run uses between its own streams.
 RANK_SEED_STRIDE = 1000003
 TRAIN_KEYS = ('main/loss', 'main/accuracy')
 
 
-def check_args(args):
-    """Flag combinations that cannot work; no MPI needed to tell."""
-    if args.communicator is None:
-        if args.sync_bn:
-            raise UserError('--sync_bn synchronizes BatchNorm across MPI workers: it needs --communicator '
-                            '(and mpiexec -n N)')
-        return
-    if args.communicator in GPU_ONLY and args.gpu < 0:
-        raise UserError('--communicator {} works on GPUs only: give -g 0 (each worker then uses GPU '
-                        '<its rank on the node>) or use --communicator naive on the CPU'.format(args.communicator))
-    if args.test_only:
-        raise UserError('--test_only evaluates a saved model in one process; drop --communicator')
+class Distributed(object):
+    """One worker of a data-parallel run: what the training loop asks, answered with ChainerMN.
+
+    The same methods as :class:`.workers.Single`, the one-process run; the
+    flags were checked by ``args.check_distributed``.
+    """
+
+    def __init__(self, communicator, sync_bn, shard_seed):
+        self.comm = create_communicator(communicator)
+        self.communicator = communicator
+        self.sync_bn = sync_bn
+        self.shard_seed = shard_seed  # the same shuffle of the data on every worker
+
+    @property
+    def workers(self):
+        return self.comm.size
+
+    @property
+    def is_writer(self):
+        return is_writer(self.comm)
+
+    @property
+    def seed_offset(self):
+        return seed_offset(self.comm)
+
+    def device(self, gpu):
+        """The CPU for ``-g -1``; else GPU ``comm.intra_rank`` (one GPU per worker on each node)."""
+        if gpu < 0:
+            return chainer.get_device('@numpy')
+        return single_process_device(self.comm.intra_rank)
+
+    def prepare_model(self, predictor):
+        return sync_batch_norm(predictor, self.comm) if self.sync_bn else predictor
+
+    def wrap_optimizer(self, optimizer):
+        return multi_node_optimizer(optimizer, self.comm)
+
+    def scatter(self, dataset):
+        return scatter(dataset, self.comm, self.shard_seed, True)
+
+    def evaluator(self, dataset, batch_size, target, converter):
+        return evaluator(dataset, batch_size, target, converter, self.comm, self.shard_seed)
+
+    def extensions(self):
+        return [AggregateTrainObservation(self.comm)]
+
+    def interrupt_sync(self):
+        return Agreement(self.comm)
+
+    def after_resume(self, seed, iteration, generators):
+        reseed_after_resume(self.comm, seed, iteration, generators)
+
+    def broadcast(self, model, optimizer):
+        broadcast_initial_model(model, optimizer, self.comm)
+
+    def describe(self, batch_size, lr_name, lr):
+        return describe(self.comm, batch_size, lr_name, lr)
+
+    def meta(self):
+        return {'workers': self.comm.size}
+
+    def record(self, batch_size):
+        return {'workers': self.comm.size, 'communicator': self.communicator,
+                'total_batch_size': batch_size * self.comm.size}
 
 
 def create_communicator(name):
@@ -68,13 +119,6 @@ def create_communicator(name):
         return chainermn.create_communicator(name)
     except (ImportError, RuntimeError) as e:
         raise UserError('--communicator {}: ChainerMN could not create it ({})'.format(name, e))
-
-
-def get_device(comm, gpu, single_process_get_device):
-    """The CPU for ``-g -1``; else GPU ``comm.intra_rank`` (one GPU per worker on each node)."""
-    if gpu < 0:
-        return chainer.get_device('@numpy')
-    return single_process_get_device(comm.intra_rank)
 
 
 def seed_offset(comm):
@@ -169,10 +213,10 @@ class ShardEvaluator(E.Evaluator):
         return {k: float(v) * self._weight for k, v in super().evaluate().items()}
 
 
-def evaluator(dataset, batch_size, target, converter, comm, seed, make_iterator):
+def evaluator(dataset, batch_size, target, converter, comm, seed):
     shard = scatter(dataset, comm, seed, equal_length=False)
     import chainermn
-    local = ShardEvaluator(make_iterator(shard, batch_size), target, converter,
+    local = ShardEvaluator(make_eval_iterator(shard, batch_size), target, converter,
                            len(shard), len(dataset), comm.size)
     return chainermn.create_multi_node_evaluator(local, comm)
 
@@ -232,15 +276,6 @@ class Agreement(object):
 
 
 # ---------------------------------------------------------------- resume
-
-def check_resume(path, n_workers):
-    """Refuse a snapshot taken with another number of workers (its iterator state would not fit)."""
-    from chainer_cifar.training.checkpoint import read_meta
-    saved = read_meta(path).get('workers', 1)
-    if saved != n_workers:
-        raise UserError('snapshot {} was taken with {} worker(s), this run has {}; resume with mpiexec -n {} '
-                        '(and the same -b per worker)'.format(path, saved, n_workers, saved))
-
 
 def reseed_after_resume(comm, seed, iteration, generators):
     """Workers > 0 loaded rank 0's random states from the snapshot: give them their own again.

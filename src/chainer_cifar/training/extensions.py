@@ -16,7 +16,6 @@ import time
 
 import numpy
 
-import chainer
 from chainer import serializers, training
 from chainer.training import extensions as E
 

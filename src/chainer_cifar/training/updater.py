@@ -11,8 +11,6 @@ from chainer import reporter as reporter_module
 from chainer import training
 from chainer.dataset import convert
 
-from chainer_cifar.functions._parallel import split as micro_batches  # equal contiguous ranges
-
 
 class AccumulatingUpdater(training.updaters.StandardUpdater):
     """:class:`~chainer.training.updaters.StandardUpdater` that splits each batch into ``parts``.
@@ -63,6 +61,21 @@ class AccumulatingUpdater(training.updaters.StandardUpdater):
         optimizer.update()  # no loss function: the accumulated gradients
         if self.auto_new_epoch and iterator.is_new_epoch:
             optimizer.new_epoch(auto=True)
+
+
+def micro_batches(n, parts):
+    """``parts`` contiguous ``(start, stop)`` ranges covering ``range(n)``, sizes differing by at most one.
+
+    At most ``n`` ranges: a batch smaller than ``parts`` (the last batch of an epoch) gives one example each.
+    """
+    parts = max(1, min(parts, n))
+    size, longer = divmod(n, parts)
+    ranges, start = [], 0
+    for i in range(parts):
+        stop = start + size + (1 if i < longer else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
 
 
 def _report_scope(observation):
