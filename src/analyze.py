@@ -26,7 +26,7 @@ import numpy  # noqa: E402
 from chainer_cifar.data import pickles  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import analysis  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402  (a bad flag is one error line)
+from chainer_cifar.training.args import Parser, labels_beside  # noqa: E402  (a bad flag is one error line)
 
 # A grid of more images than this is taller than a PNG figure can be.
 MAX_COUNT = 200
@@ -109,7 +109,7 @@ def _load(args):
     model = analysis.load_model(args.model_file, args.model, options, _device(args.gpu))
     info = analysis.run_info(args.model_file).get('args') or {}
     dataset = args.dataset or info.get('dataset') or 'dataset/image.pkl'
-    label = args.label or os.path.join(os.path.dirname(dataset), 'label.pkl')
+    label = args.label or labels_beside(dataset)
     return model, dataset, label
 
 

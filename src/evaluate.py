@@ -33,6 +33,8 @@ def check_args(args):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UserError('--{} must be positive, got {}'.format(name, value))
+    if args.label is None:
+        args.label = targs.labels_beside(args.dataset)
     return args
 
 

@@ -90,3 +90,15 @@ def test_compare_still_records_a_valid_run_of_every_seed(tmp_path):
     assert [args.seed for args in seen] == [1, 2]
     sidecar = json.loads((tmp_path / 'article-cnn' / 'article-cnn_s2_preset.json').read_text())
     assert sidecar['overrides'] == ['--iter', '1']
+
+
+def test_labels_default_to_the_label_pkl_beside_the_images():
+    # Labels from dataset/ beside images built elsewhere could be another set's: wrong labels, no error.
+    from chainer_cifar.training import parse_args
+    assert parse_args([]).label == os.path.join('dataset', 'label.pkl')
+    assert parse_args(['-d', os.path.join('elsewhere', 'image_norm.pkl')]).label == os.path.join(
+        'elsewhere', 'label.pkl')
+    assert parse_args(['-d', 'elsewhere/image.pkl', '-l', 'mine.pkl']).label == 'mine.pkl'
+    import evaluate  # src/evaluate.py
+    args = evaluate.check_args(evaluate.build_parser().parse_args(['m.model', '-d', 'b/image.pkl']))
+    assert args.label == os.path.join('b', 'label.pkl')

@@ -38,9 +38,20 @@ def add_data_arguments(p):
     p.add_argument('-d', '--dataset', default='dataset/image.pkl',
                    help='image pickle written by src/dataset.py (image.pkl, image_norm.pkl, '
                         'image_zca.pkl or image_norm_zca.pkl)')
-    p.add_argument('-l', '--label', default='dataset/label.pkl', help='label pickle')
+    p.add_argument('-l', '--label', default=None,
+                   help='label pickle (default: label.pkl in the folder of the -d file, which dataset.py '
+                        'wrote with it)')
     p.add_argument('--subset', type=int, default=None, metavar='N',
                    help='for smoke tests: use only the first N training and the first N test images')
+
+
+def labels_beside(images):
+    """The ``label.pkl`` that ``dataset.py`` writes beside an image pickle: the default of ``-l``.
+
+    Labels from another folder could belong to other images of the same count and
+    train a model on wrong labels without any error.
+    """
+    return os.path.join(os.path.dirname(images), 'label.pkl')
 
 
 def add_model_arguments(p):
@@ -214,6 +225,8 @@ def check_args(args):
     (:func:`output_location`).
     """
     check_numbers(args)
+    if args.label is None:
+        args.label = labels_beside(args.dataset)
     if args.valid_size is not None and args.no_valid_data:
         raise UserError('--valid_size and --no_valid_data contradict each other; give one')
     args.lr_decay_iter = parse_lr_decay(args.lr_decay_iter)
