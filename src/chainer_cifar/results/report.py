@@ -125,6 +125,14 @@ def _wall(group):
     return '{:.1f} h'.format(m / 3600) if m >= 3600 else '{:.0f} s'.format(m)
 
 
+def _errors(group):
+    """Cells: runs, test error at best valid (mean ± std), the best run's, final epoch's (mean ± std)."""
+    m, s = mean_std([x.test_at_best for x in group.summaries])
+    fm, fs = mean_std([x.final_test_error for x in group.summaries])
+    best = min(x.test_at_best for x in group.summaries)
+    return len(group.summaries), _pm(m, s), '{:.2f}'.format(best), _pm(fm, fs)
+
+
 def _per_epoch(group):
     walls = [s.wall_seconds / s.epochs for s in group.summaries if s.wall_seconds and s.epochs]
     return '{:.1f}'.format(sum(walls) / len(walls)) if walls else '-'
@@ -149,12 +157,9 @@ def protocol_table(groups):
            'params | epochs | s / epoch | min / run | device |',
            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
     for g in groups:
-        m, s = mean_std([x.test_at_best for x in g.summaries])
-        fm, fs = mean_std([x.final_test_error for x in g.summaries])
-        best = min(x.test_at_best for x in g.summaries)
-        out.append('| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} |'.format(
-            g.preset, FRAMEWORKS.get(g.framework, g.framework), len(g.summaries), _pm(m, s), best,
-            _pm(fm, fs), _params(g), _epochs(g), _per_epoch(g), _minutes(g), _device(g)))
+        out.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+            g.preset, FRAMEWORKS.get(g.framework, g.framework), *_errors(g), _params(g), _epochs(g),
+            _per_epoch(g), _minutes(g), _device(g)))
     datasets = sorted({g.dataset for g in groups})
     out += ['', 'Data: {}.'.format('; '.join(datasets)), '']
     return out
@@ -172,17 +177,14 @@ def table(groups):
     if comparable:
         out += ['## Full CIFAR-10, preset recipe unchanged', '', head, rule]
         for g in comparable:
-            m, s = mean_std([x.test_at_best for x in g.summaries])
-            fm, fs = mean_std([x.final_test_error for x in g.summaries])
-            best = min(x.test_at_best for x in g.summaries)
+            m, _ = mean_std([x.test_at_best for x in g.summaries])
             pubs = published_for(g.preset)
             published = '; '.join('{} ({}{})'.format(_pm(p.error, p.std), p.source,
                                                      ', n={}'.format(p.runs) if p.runs else '')
                                   for p in pubs) or '-'
             diff = '{:+.2f}'.format(m - pubs[0].error) if pubs else '-'
-            out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} | {} |'.format(
-                g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), published, diff,
-                _params(g), _epochs(g), _wall(g), _device(g)))
+            out.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+                g.label, *_errors(g), published, diff, _params(g), _epochs(g), _wall(g), _device(g)))
         out.append('')
     if protocol:
         out += protocol_table(protocol)
@@ -195,12 +197,8 @@ def table(groups):
                 'params | epochs | wall time / run | device | dataset |',
                 '|---|---:|---:|---:|---:|---:|---:|---:|---|---|']
         for g in other:
-            m, s = mean_std([x.test_at_best for x in g.summaries])
-            fm, fs = mean_std([x.final_test_error for x in g.summaries])
-            best = min(x.test_at_best for x in g.summaries)
-            out.append('| {} | {} | {} | {:.2f} | {} | {} | {} | {} | {} | {} |'.format(
-                g.label, len(g.summaries), _pm(m, s), best, _pm(fm, fs), _params(g),
-                _epochs(g), _wall(g), _device(g), g.dataset))
+            out.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+                g.label, *_errors(g), _params(g), _epochs(g), _wall(g), _device(g), g.dataset))
         out.append('')
     out += ['Test error is taken at the epoch of best validation error (the last epoch when a run has no '
             'validation set), never the best test error; "final epoch" is the last epoch\'s. Runs: ' +

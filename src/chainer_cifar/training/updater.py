@@ -69,13 +69,9 @@ def micro_batches(n, parts):
     At most ``n`` ranges: a batch smaller than ``parts`` (the last batch of an epoch) gives one example each.
     """
     parts = max(1, min(parts, n))
-    size, longer = divmod(n, parts)
-    ranges, start = [], 0
-    for i in range(parts):
-        stop = start + size + (1 if i < longer else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
+    size, longer = divmod(n, parts)  # the first `longer` ranges take one example more
+    edges = [i * size + min(i, longer) for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _report_scope(observation):
