@@ -3,13 +3,15 @@
 #
 #   mkdir -p gpu_carry && cp ../shared/gpu-wheels/*.whl ../shared/cifar10/cifar-10-python-mini.tar.gz gpu_carry/
 #   device run:  bash tools/gpu_session.sh      with carry ["gpu_carry"]
+#   the evidence table alone:  STAGES=evidence EVIDENCE_SECONDS=420 bash tools/gpu_session.sh
 #   dry run on the CPU first:  GPU=-1 QUICK=1 bash tools/gpu_session.sh
 # (gpu_carry/ is git-ignored, so it travels only when named in carry: about 30 MB of the 64 MiB a call.)
 #
 # Stages, in this order (the timed ones each alone on the GPU):
 #   setup     Chainer from the carried wheels; the mini archive -> dataset/ (download.py, dataset.py)
-#   evidence  tools/evidence.py in the background, for EVIDENCE_SECONDS (default 80): the runs of the
-#             partial-set table named by EVIDENCE_RUNS (runs still going then are stopped, interrupted)
+#   evidence  tools/evidence.py for EVIDENCE_SECONDS (default 80; 0 = none), beside the check: the runs of
+#             the partial-set table named by EVIDENCE_RUNS (default all), the longest first; runs still
+#             going at the end are stopped and recorded as interrupted
 #   check     tools/gpu_check.py meanwhile: every model's loss and gradients on the GPU against the CPU
 #   bench     tools/bench.py -g: img/s of the train step and inference, float32 and mixed16, data on the
 #             GPU, PyTorch (cuDNN) beside each, peak memory, the top functions by time
@@ -19,7 +21,8 @@
 # Everything lands in $OUT (at most 8 files come back): session.log (all output), environment.txt,
 # evidence.log, bench_gpu.json, recipe_time.json, runs.tar.gz (the runs' logs and records, no models).
 #
-# Environment: GPU (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default
+# Environment: STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
+# evidence table), GPU (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default
 # results/gpu_session), QUICK=1 (tiny sizes), BUDGET (seconds for the whole script, default 420),
 # PYTHON (default python3), COMMIT (the commit, for the record, where the copy has no .git).
 set -uo pipefail
@@ -30,10 +33,13 @@ OUT=${OUT:-results/gpu_session}
 QUICK=${QUICK:-0}
 BUDGET=${BUDGET:-420}
 PY=${PYTHON:-python3}
+STAGES=${STAGES:-check bench recipe article}
+EVIDENCE_SECONDS=${EVIDENCE_SECONDS:-80}
 MINI_MD5=c1366a7aca9f64f5a55aeab36eb1bc98
 RUNS=results/gpu_runs
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 log() { echo "== $(date -u +%H:%M:%S) +${SECONDS}s $*"; }
 left() { echo $((BUDGET - SECONDS)); }
 # A stage gets at most its own limit and never more than what the budget has left (less a reserve).
@@ -81,26 +87,29 @@ fi
 DTYPES=float32,mixed16
 [ "$GPU" -lt 0 ] && DTYPES=float32  # float16 on the CPU measures nothing useful
 
-# The check measures no time: the runs of the evidence table that fit in its shadow share the GPU with it
-# (the PyTorch control's, cheap on a GPU and slow on a CPU, and the article's CNN).
-log "evidence (in the background) and check"
-$PY tools/evidence.py -g "$GPU" --jobs "$(( $(nproc) > 10 ? 8 : 1 ))" --deadline "${EVIDENCE_SECONDS:-80}" --longest_first \
-    --runs_dir "$RUNS" --only "${EVIDENCE_RUNS:-resnet20-paper:pytorch,resnet56-paper:pytorch,article-cnn}" \
-    $SMOKE > "$OUT/evidence.log" 2>&1 &
-evidence=$!
-stage 60 $PY tools/gpu_check.py -g "$GPU" --models "$CHECK_MODELS" --batch 4
-wait $evidence; cat "$OUT/evidence.log"
+# The check measures no time: the runs of the evidence table that fit in its shadow share the GPU with it.
+# With STAGES=evidence the GPU is the evidence table's alone, for EVIDENCE_SECONDS.
+evidence() {
+    $PY tools/evidence.py -g "$GPU" --jobs "$(( $(nproc) > 10 ? 8 : 1 ))" --deadline "$EVIDENCE_SECONDS" \
+        --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE > "$OUT/evidence.log" 2>&1
+}
+if has check; then
+    log "evidence (in the background, ${EVIDENCE_SECONDS} s) and check"
+    [ "$EVIDENCE_SECONDS" -gt 0 ] && { evidence & pid=$!; }
+    stage 60 $PY tools/gpu_check.py -g "$GPU" --models "$CHECK_MODELS" --batch 4
+    [ -n "${pid:-}" ] && wait "$pid"; cat "$OUT/evidence.log" 2>/dev/null
+elif has evidence; then
+    log "evidence (${EVIDENCE_SECONDS} s)"
+    evidence; cat "$OUT/evidence.log"
+fi
 
-log "bench"
-stage 90 $PY tools/bench.py -g "$GPU" --models "$BENCH_MODELS" --dtype "$DTYPES" --backends stock,fast,torch \
+has bench && log "bench" && stage 90 $PY tools/bench.py -g "$GPU" --models "$BENCH_MODELS" --dtype "$DTYPES" --backends stock,fast,torch \
     --profile $REPEATS --json "$OUT/bench_gpu.json"
 
-log "recipe"
-stage 140 $PY tools/recipe_time.py -g "$GPU" --preset resnet20-paper $RECIPE --control --out results/recipe_time \
+has recipe && log "recipe" && stage 140 $PY tools/recipe_time.py -g "$GPU" --preset resnet20-paper $RECIPE --control --out results/recipe_time \
     && cp results/recipe_time/recipe_time.json "$OUT/"
 
-log "article: the README's residual_skip command, verbatim but for --iter 1"
-stage 40 $PY src/train.py -g "$GPU" -m residual --skip_depth --res_depth 12 -b 128 -p residual_skip \
+has article && log "article: the README's residual_skip command, verbatim but for --iter 1" && stage 40 $PY src/train.py -g "$GPU" -m residual --skip_depth --res_depth 12 -b 128 -p residual_skip \
     --optimizer sgd --lr 0.1 --iter 1 --lr_decay_iter 100 $SUBSET
 
 cp results/residual_skip/residual_skip_log.csv results/residual_skip/residual_skip_run.json "$RUNS/" 2>/dev/null
