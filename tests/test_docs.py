@@ -50,3 +50,18 @@ def test_every_reported_number_in_models_md_is_the_one_published_py_holds():
 def test_results_md_shows_the_published_table_generated_from_published_py():
     from chainer_cifar.results.report import published_table
     assert published_table() in open(os.path.join(DOCS, 'results.md'), encoding='utf-8').read()
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    root = os.path.dirname(DOCS)
+    pages = [os.path.join(root, 'README.md')] + [os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith('.md')]
+    broken = []
+    for page in pages:
+        text = open(page, encoding='utf-8').read()
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if re.match(r'[a-z]+:', target) or target.startswith('#'):
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(page), target.split('#')[0]))
+            if not os.path.exists(path):
+                broken.append('{} -> {}'.format(os.path.relpath(page, root), target))
+    assert broken == []
