@@ -352,14 +352,6 @@ def test_links_serialize_with_chainers_names(tmp_path, direction):
         numpy.testing.assert_allclose(src(x).array, dst(x).array, rtol=1e-5, atol=1e-5)
 
 
-def test_accelerate_swaps_links_in_place():
-    net = _Net(CL)
-    assert FL.accelerate(net) == 2
-    assert type(net.conv) is FL.Convolution2D and type(net.bn) is FL.BatchNormalization
-    assert type(net.fc) is CL.Linear
-    assert FL.accelerate(net) == 0
-
-
 def test_float32_training_step_stays_float32():
     net = _Net(FL)
     opt = chainer.optimizers.MomentumSGD(0.1)

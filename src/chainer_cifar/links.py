@@ -183,23 +183,3 @@ def _foldable(conv, bn, x):
             and getattr(x, 'layout', None) is None
             and getattr(x, 'dtype', None) == conv.W.dtype
             and use_fast(x, conv.W, conv.b, bn.gamma, bn.beta, bn.avg_mean, bn.avg_var))
-
-
-_SWAPS = ((_L.Convolution2D, Convolution2D), (_L.BatchNormalization, BatchNormalization))
-
-
-def accelerate(model):
-    """Switch every plain ``chainer.links`` Convolution2D / BatchNormalization in ``model`` to
-    the fast subclasses above, in place (they add no state, so only the class changes).
-
-    Returns the number of links switched. Functions called inside ``forward``
-    (e.g. ``F.max_pooling_2d``) are not affected: use this module's
-    :func:`max_pooling_2d` in the model code for those.
-    """
-    n = 0
-    for link in model.links():
-        for stock, fast in _SWAPS:
-            if type(link) is stock:
-                link.__class__ = fast
-                n += 1
-    return n
