@@ -52,7 +52,7 @@ import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
 from chainer_cifar.errors import UserError  # noqa: E402
-from chainer_cifar.functions import _native, _parallel  # noqa: E402
+from chainer_cifar.functions import _native, _parallel, keep_memory  # noqa: E402
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
@@ -508,7 +508,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     threads = set_threads(args.threads) if args.threads is not None else None
+    kept = keep_memory()  # time steps as train.py runs them
     env = environment()
+    env['keep_memory'] = kept
     env['threads_set'] = threads
     print('# {} | {} CPUs | Python {} NumPy {} Chainer {} torch {} | load {}'.format(
         env['processor'], env['cpus'], env['python'], env['numpy'], env['chainer'], env['torch'],
