@@ -30,7 +30,7 @@ def build_parser():
 
 def check_args(args):
     """Counts and sizes are positive (``--subset -5`` would silently drop the last five images)."""
-    for name in ('batch_size', 'subset', 'res_depth', 'res_width'):
+    for name in ['batch_size', 'subset'] + targs.model_option_names('count'):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UserError('--{} must be positive, got {}'.format(name, value))

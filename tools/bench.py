@@ -58,21 +58,30 @@ DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
 
 
+FLAG_VALUES = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False,
+               'off': False}
+
+
 def parse_model_spec(spec):
-    """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': 1})``."""
+    """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': True})``.
+
+    Each value is read as the registry's option of that name is (a whole number or a flag).
+    """
+    from chainer_cifar.models.registry import model_options
+    known = model_options()
     name, _, rest = spec.partition(':')
     options = {}
     for item in filter(None, (v.strip() for v in rest.split(','))):
-        key, eq, value = item.partition('=')
+        key, eq, value = (part.strip() for part in item.partition('='))
         if not eq:
             raise UserError('model option {!r} in {!r}: expected key=value'.format(item, spec))
+        if key not in known:
+            raise UserError('model option {!r} in {!r}: the models take {}'.format(key, spec, ', '.join(known)))
         try:
-            options[key.strip()] = int(value)
-        except ValueError:
-            try:
-                options[key.strip()] = float(value)
-            except ValueError:
-                options[key.strip()] = value.strip()
+            options[key] = FLAG_VALUES[value.lower()] if known[key].kind == 'flag' else int(value)
+        except (KeyError, ValueError):
+            raise UserError('model option {!r} in {!r}: expected {}'.format(
+                item, spec, '1 or 0' if known[key].kind == 'flag' else 'a whole number'))
     return name.strip(), options
 
 

@@ -15,7 +15,7 @@ from chainer_cifar.models import blocks
 from chainer_cifar.models.blocks import (PreActBlock, PyramidBlock, ResidualBase, ResidualBlock,
                                          ResidualNetBase, WeightNormConvolution2D, WeightNormLinear,
                                          he_normal, linear_skip_ratios, three_stage_plan)
-from chainer_cifar.models.registry import register_model
+from chainer_cifar.models.registry import describe_options, register_model
 
 ARTICLE = 'chainer-cifar article (dsanno/chainer-cifar)'
 LATER = 'chainer-cifar repository, later addition'
@@ -277,6 +277,13 @@ class ShakeShakeNet(ResidualNetBase):
         res = [ShakeShakeBlock(cin, cout, stride, res_width) for cin, cout, stride in plan]
         stem = L.ConvBN(3, 16, 3, pad=1, relu=False, nobias=True, initialW=he_normal())
         super().__init__(stem, res, final='relu', stem_name='bconv1')
+
+
+describe_options(
+    res_depth='blocks per stage (6*res_depth+2 layers)',
+    skip_depth='stochastic depth (randomly skip residual blocks in training)',
+    swapout='swapout (dropout on the residual branch and on the shortcut)',
+    res_width='branches per block (Shake-Shake)')
 
 
 def _check_depth(res_depth):

@@ -30,7 +30,6 @@ PREPROCESSING = {'image': 'mean', 'image_norm': 'norm', 'image_zca': 'zca', 'ima
 # Saved models are read by chainer_cifar.models.io (shared with evaluate.py); the
 # names stay here for the callers of this module.
 run_info, load_model = model_io.run_info, model_io.load_model
-MODEL_OPTIONS = model_io.MODEL_OPTIONS
 # Images are decoded whole before they are cropped; beyond this many pixels
 # (a 7000x7000 photo) decoding alone takes over 150 MB.
 MAX_PIXELS = 50 * 1000 * 1000
