@@ -99,6 +99,14 @@ def mini_dataset(mini_archive, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def trained(tmp_path):
+    """A saved tiny model (``helpers.TinyAnalysisNet``) with its _run.json, test pickles and preprocessing
+    statistics: ``(model path, model, images, labels)``."""
+    import helpers  # registers the tiny models only where a test asks for them
+    return helpers.save_trained(tmp_path)
+
+
 @pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
 def threads(request):
     """Runs a fast-kernel test with the kernels' thread pool at 1 and at 2 threads."""

@@ -15,92 +15,12 @@ from chainer import gradient_check
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions.batch_norm import BatchNormalizationFast, FixedBatchNormalizationFast
-
-CONV_CASES = [
-    # (N, C, H, W, O, k, stride, pad, bias)
-    (2, 3, 7, 9, 4, 3, 1, 1, True),
-    (1, 2, 5, 5, 3, 1, 1, 0, False),
-    (2, 3, 6, 6, 3, 1, 2, 0, True),
-    (2, 3, 8, 8, 5, 5, 2, 2, True),
-    (3, 2, 6, 7, 2, 3, 2, 0, False),
-    (1, 4, 9, 7, 3, 3, 2, 1, True),
-    (2, 2, 7, 9, 3, 5, 1, 2, False),
-    (2, 2, 6, 6, 2, 3, 1, 0, True),
-    (1, 1, 4, 5, 2, (3, 2), (1, 2), (2, 1), True),
-    (2, 3, 5, 5, 2, 3, 1, 2, True),  # pad 2 > k - 1 - pad: the col2im path at stride 1
-]
-
-
-def _conv_args(case, dtype, rng):
-    n, c, h, w, o, k, s, p, bias = case
-    kh, kw = k if isinstance(k, tuple) else (k, k)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    W = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    b = rng.standard_normal(o).astype(dtype) if bias else None
-    return x, W, b, s, p
-
-
-def merged_reference(ref, merge, rng):
-    """``(relu?(ref + residual), residual or None, relu)`` for a ``merge`` name like ``'residual_relu'``."""
-    residual = rng.standard_normal(ref.shape).astype(numpy.float32) if 'residual' in merge else None
-    relu = 'relu' in merge
-    if residual is not None:
-        ref = ref + residual
-    if relu:
-        ref = numpy.maximum(ref, 0)
-    return ref, residual, relu
-
-
-def _grads(fn, inputs, gy):
-    vs = [chainer.Variable(a) if a is not None else None for a in inputs]
-    y = fn(*vs)
-    y.grad = gy
-    y.backward()
-    return y.array, [v.grad if v is not None else None for v in vs]
-
-
-def assert_convolution_matches_chainer(case):
-    """float32 output and every gradient of the fast convolution equal Chainer's within tolerance."""
-    rng = numpy.random.RandomState(0)
-    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
-    y_ref = F.convolution_2d(x, W, b, s, p).array
-    gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y, g = _grads(lambda x, W, b: CF.convolution_2d(x, W, b, s, p), (x, W, b), gy)
-    y2, g2 = _grads(lambda x, W, b: F.convolution_2d(x, W, b, s, p), (x, W, b), gy)
-    assert y.dtype == numpy.float32 and y.shape == y2.shape and y.flags.c_contiguous
-    numpy.testing.assert_allclose(y, y2, rtol=1e-4, atol=1e-4)
-    for a, r in zip(g, g2):
-        if r is not None:
-            assert a.dtype == numpy.float32 and a.shape == r.shape
-            numpy.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
-
+from helpers import (CONV_CASES, assert_convolution_matches_chainer, check_convolution_backward,
+                     check_convolution_double_backward, conv_args, grads)
 
 @pytest.mark.parametrize('case', CONV_CASES)
 def test_convolution_float32_matches_chainer(case, threads):
     assert_convolution_matches_chainer(case)
-
-
-def _conv64(case, seed):
-    """float64 inputs, an upstream gradient and the fast convolution as a function of them."""
-    rng = numpy.random.RandomState(seed)
-    x, W, b, s, p = _conv_args(case, numpy.float64, rng)
-    args = (x, W) if b is None else (x, W, b)
-    gy = rng.standard_normal(F.convolution_2d(x, W, b, s, p).shape)
-
-    def f(*a):
-        return CF.convolution_2d(a[0], a[1], a[2] if len(a) == 3 else None, s, p)
-    return f, args, gy, rng
-
-
-def check_convolution_backward(case):
-    f, args, gy, _ = _conv64(case, 1)
-    gradient_check.check_backward(f, args, gy, dtype=numpy.float64, atol=1e-6, rtol=1e-6)
-
-
-def check_convolution_double_backward(case):
-    f, args, gy, rng = _conv64(case, 2)
-    ggs = [rng.standard_normal(a.shape) for a in args]
-    gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('case', CONV_CASES)
@@ -146,8 +66,8 @@ def test_max_pooling_matches_chainer(case, cover_all, threads):
     x[:, :, ::2, ::3] = 0  # ties (as after a ReLU): the gradient goes to the first maximum
     y_ref = F.max_pooling_2d(x, k, s, p, cover_all).array
     gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y, (gx,) = _grads(lambda v: CF.max_pooling_2d(v, k, s, p, cover_all), (x,), gy)
-    y2, (gx2,) = _grads(lambda v: F.max_pooling_2d(v, k, s, p, cover_all), (x,), gy)
+    y, (gx,) = grads(lambda v: CF.max_pooling_2d(v, k, s, p, cover_all), (x,), gy)
+    y2, (gx2,) = grads(lambda v: F.max_pooling_2d(v, k, s, p, cover_all), (x,), gy)
     assert y.shape == y2.shape
     numpy.testing.assert_array_equal(y, y2)
     numpy.testing.assert_allclose(gx, gx2, rtol=1e-6, atol=1e-6)
@@ -161,8 +81,8 @@ def test_max_pooling_routes_ties_to_the_first_maximum_in_row_major_order(case, t
     x = rng.randint(0, 3, size=shape).astype(numpy.float32)
     y_ref = F.max_pooling_2d(x, k, s, p).array
     gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y, (gx,) = _grads(lambda v: CF.max_pooling_2d(v, k, s, p), (x,), gy)
-    _, (gx_ref,) = _grads(lambda v: F.max_pooling_2d(v, k, s, p), (x,), gy)
+    y, (gx,) = grads(lambda v: CF.max_pooling_2d(v, k, s, p), (x,), gy)
+    _, (gx_ref,) = grads(lambda v: F.max_pooling_2d(v, k, s, p), (x,), gy)
     numpy.testing.assert_array_equal(y, y_ref)
     numpy.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-6)
 
@@ -193,8 +113,8 @@ def test_average_pooling_matches_chainer(case, threads):
     x = rng.standard_normal(shape).astype(numpy.float32)
     y_ref = F.average_pooling_2d(x, k, s, p).array
     gy = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y, (gx,) = _grads(lambda v: CF.average_pooling_2d(v, k, s, p), (x,), gy)
-    y2, (gx2,) = _grads(lambda v: F.average_pooling_2d(v, k, s, p), (x,), gy)
+    y, (gx,) = grads(lambda v: CF.average_pooling_2d(v, k, s, p), (x,), gy)
+    y2, (gx2,) = grads(lambda v: F.average_pooling_2d(v, k, s, p), (x,), gy)
     numpy.testing.assert_allclose(y, y2, rtol=1e-5, atol=1e-6)
     numpy.testing.assert_allclose(gx, gx2, rtol=1e-5, atol=1e-6)
     x64 = x.astype(numpy.float64)
@@ -237,7 +157,7 @@ def test_batch_normalization_link_matches_chainer(shape, threads):
         out = []
         for link in (fast, ref):
             link.cleargrads()
-            y, (gx,) = _grads(link, (x,), gy)
+            y, (gx,) = grads(link, (x,), gy)
             out.append((y, gx, link.gamma.grad, link.beta.grad))
         for a, r in zip(*out):
             assert a.dtype == numpy.float32
@@ -249,7 +169,7 @@ def test_batch_normalization_link_matches_chainer(shape, threads):
     x = rng.standard_normal(shape).astype(numpy.float32)
     with chainer.using_config('train', False):
         gy = rng.standard_normal(shape).astype(numpy.float32)
-        (y, (gx,)), (y2, (gx2,)) = _grads(fast, (x,), gy), _grads(ref, (x,), gy)
+        (y, (gx,)), (y2, (gx2,)) = grads(fast, (x,), gy), grads(ref, (x,), gy)
     numpy.testing.assert_allclose(y, y2, rtol=1e-5, atol=1e-5)
     numpy.testing.assert_allclose(gx, gx2, rtol=1e-5, atol=1e-5)
 
@@ -370,12 +290,12 @@ def test_float32_training_step_stays_float32():
 @pytest.mark.parametrize('case', [CONV_CASES[0], CONV_CASES[3], CONV_CASES[4]])
 def test_convolution_recompute_mode_matches(case):
     rng = numpy.random.RandomState(13)
-    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    x, W, b, s, p = conv_args(case, numpy.float32, rng)
     gy = rng.standard_normal(F.convolution_2d(x, W, b, s, p).shape).astype(numpy.float32)
     f = lambda x, W, b: CF.convolution_2d(x, W, b, s, p)  # noqa: E731
-    y, g = _grads(f, (x, W, b), gy)
+    y, g = grads(f, (x, W, b), gy)
     with chainer.using_config('fast_conv_recompute', True):
-        y2, g2 = _grads(f, (x, W, b), gy)
+        y2, g2 = grads(f, (x, W, b), gy)
     numpy.testing.assert_array_equal(y, y2)
     for a, r in zip(g, g2):
         if r is not None:

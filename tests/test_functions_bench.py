@@ -145,7 +145,7 @@ def test_bad_bench_flags_are_one_error_line(argv, message, capsys):
 
 
 def test_gpu_flag_without_a_usable_gpu_is_one_error_line(capsys):
-    from test_train_helpers import gpu_is_usable
+    from helpers import gpu_is_usable
     if gpu_is_usable(0):
         pytest.skip('GPU 0 is usable here')
     from chainer_cifar.errors import run_main

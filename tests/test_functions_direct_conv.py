@@ -20,15 +20,7 @@ import chainer.functions as F
 
 import chainer_cifar.functions as CF
 from chainer_cifar.functions import _direct, _native, _parallel
-from test_functions import merged_reference
-
-
-def native_available():
-    """Whether the kernel runs here; a failure instead of False when CI requires it."""
-    ok = _native.library() is not None
-    if not ok and os.environ.get('CHAINER_CIFAR_REQUIRE_NATIVE') == '1':
-        pytest.fail('CHAINER_CIFAR_REQUIRE_NATIVE=1 but ' + _native.status())
-    return ok
+from helpers import merged_reference, native_available
 
 
 @pytest.fixture

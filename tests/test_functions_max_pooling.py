@@ -17,7 +17,7 @@ from chainer import gradient_check
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions import pooling
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 CASES = [
     # (shape, ksize, stride, pad, cover_all)

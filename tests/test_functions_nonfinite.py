@@ -24,7 +24,7 @@ import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions import convolution as conv
 from chainer_cifar.functions.convolution import Convolution2DFast
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 NAN, INF = numpy.nan, numpy.inf
 
