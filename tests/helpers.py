@@ -191,6 +191,20 @@ def save_trained(tmp_path):
     return model_path, model, images, labels
 
 
+# ---------------------------------------------------------------- pooling
+
+def pooling_window_in_padding(shape, ksize, stride, pad, cover_all):
+    """Whether some window of this max pooling lies wholly in the padding (its output is -inf, as in Chainer's)."""
+    from chainer.utils import conv
+    stride = ksize if stride is None else stride
+    pairs = [v if isinstance(v, tuple) else (v, v) for v in (ksize, stride, pad)]
+    for size, k, s, p in zip(shape[2:], *pairs):
+        starts = [i * s - p for i in range(conv.get_conv_outsize(size, k, s, p, cover_all))]
+        if any(start + k <= 0 or start >= size for start in starts):
+            return True
+    return False
+
+
 # ---------------------------------------------------------------- convolutions against Chainer
 
 CONV_CASES = [
