@@ -43,6 +43,16 @@ def write_official_batches(folder, n_train=(20, 20, 20, 20, 20), n_test=30, seed
     return (numpy.concatenate(all_x[:-1]), numpy.concatenate(all_y[:-1]), all_x[-1], all_y[-1])
 
 
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests run when asked for: ``-m slow`` (an -m expression naming them) or ``CHAINER_CIFAR_SLOW_TESTS=1``."""
+    if 'slow' in (config.getoption('markexpr') or '') or os.environ.get('CHAINER_CIFAR_SLOW_TESTS') == '1':
+        return
+    skip = pytest.mark.skip(reason='slow: run it with pytest -m slow')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def official_batches(tmp_path):
     """A ``cifar-10-batches-py`` folder of 100 train / 30 test random images."""
