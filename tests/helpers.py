@@ -191,7 +191,10 @@ def save_trained(tmp_path):
     return model_path, model, images, labels
 
 
-# ---------------------------------------------------------------- pooling
+# ---------------------------------------------------------------- batch normalization and pooling
+
+BN_SHAPES = [(4, 3, 5, 6), (1, 2, 3, 3), (6, 4), (3, 5, 1, 1), (2, 3, 7, 9)]
+
 
 def pooling_window_in_padding(shape, ksize, stride, pad, cover_all):
     """Whether some window of this max pooling lies wholly in the padding (its output is -inf, as in Chainer's)."""

@@ -1,4 +1,4 @@
-"""The thread pool, OpenBLAS's thread count and the allocator setting of the fast kernels."""
+"""The thread pool and OpenBLAS's thread count of the fast kernels."""
 import threading
 import time
 

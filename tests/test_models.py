@@ -15,7 +15,7 @@ COUNT_ONLY = {'resnet110', 'resnet1202'}
 # Default depth is 110 layers; a forward is cheap enough, a backward is not needed at that depth.
 SMALL_OPTIONS = {'residual': {'res_depth': 2}, 'identity_mapping': {'res_depth': 2},
                  'pyramid': {'res_depth': 2}, 'shake_residual': {'res_depth': 1}}
-# Models that other test modules register (source 'tests', e.g. test_train_helpers' tiny CNN with
+# Models that tests register (source 'tests', e.g. the tiny CNN of helpers.py, with
 # dropout) depend on which modules were collected first; only the built-in models are checked here.
 RUNNABLE = [n for n in list_models() if n not in COUNT_ONLY and model_info(n).source != 'tests']
 # Models whose training forward is random (dropout or Shake-Shake); the rest only use BN.
