@@ -132,7 +132,7 @@ def test_model_spec_parsing():
 @pytest.mark.parametrize('argv, message', [
     (['--dtype', 'float64'], '--dtype float64'),
     (['--models', 'residual:res_depth'], 'expected key=value'),
-    (['--models', 'residual:depth=3'], 'the models take res_depth, res_width, skip_depth, swapout'),
+    (['--models', 'residual:depth=3'], "model 'residual' does not take --depth"),
     (['--models', 'residual:res_depth=1.5'], 'expected a whole number'),
     (['--models', 'residual:skip_depth=maybe'], 'expected 1 or 0'),
 ])

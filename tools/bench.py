@@ -65,7 +65,8 @@ FLAG_VALUES = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'fa
 def parse_model_spec(spec):
     """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': True})``.
 
-    Each value is read as the registry's option of that name is (a whole number or a flag).
+    Each value is read as the registry's option of that name is (a whole number or a flag); a name no
+    model takes keeps its text, for the registry to refuse when the model is built.
     """
     from chainer_cifar.models.registry import model_options
     known = model_options()
@@ -76,7 +77,8 @@ def parse_model_spec(spec):
         if not eq:
             raise UserError('model option {!r} in {!r}: expected key=value'.format(item, spec))
         if key not in known:
-            raise UserError('model option {!r} in {!r}: the models take {}'.format(key, spec, ', '.join(known)))
+            options[key] = value
+            continue
         try:
             options[key] = FLAG_VALUES[value.lower()] if known[key].kind == 'flag' else int(value)
         except (KeyError, ValueError):
