@@ -26,7 +26,8 @@ import numpy  # noqa: E402
 from chainer_cifar.data import pickles  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import analysis  # noqa: E402
-from chainer_cifar.training.args import Parser, labels_beside  # noqa: E402  (a bad flag is one error line)
+# Parser: a bad flag is one error line
+from chainer_cifar.training.args import Parser, add_model_option_arguments, labels_beside, model_options  # noqa: E402
 
 # A grid of more images than this is taller than a PNG figure can be.
 MAX_COUNT = 200
@@ -49,10 +50,7 @@ def _whole_number(high=None):
 def _model_flags(p):
     p.add_argument('model_file', help='a <prefix>.model written by train.py')
     p.add_argument('-m', '--model', help='model name (default: from <prefix>_run.json)')
-    p.add_argument('--res_depth', type=_whole_number())
-    p.add_argument('--res_width', type=_whole_number())
-    p.add_argument('--skip_depth', action='store_true')
-    p.add_argument('--swapout', action='store_true')
+    add_model_option_arguments(p, count_type=_whole_number())
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id (negative: CPU)')
     p.add_argument('--out', default='analysis', help='folder for the PNG/CSV files')
 
@@ -105,7 +103,7 @@ def _device(gpu):
 
 
 def _load(args):
-    options = {k: getattr(args, k) for k in analysis.MODEL_OPTIONS}
+    options = model_options(args)
     model = analysis.load_model(args.model_file, args.model, options, _device(args.gpu))
     info = analysis.run_info(args.model_file).get('args') or {}
     dataset = args.dataset or info.get('dataset') or 'dataset/image.pkl'

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer before chainer)
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.functions import keep_memory  # noqa: E402
 from chainer_cifar.training import args as targs  # noqa: E402
 from chainer_cifar.training import get_device  # noqa: E402
 from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
@@ -29,7 +30,7 @@ def build_parser():
 
 def check_args(args):
     """Counts and sizes are positive (``--subset -5`` would silently drop the last five images)."""
-    for name in ('batch_size', 'subset', 'res_depth', 'res_width'):
+    for name in ['batch_size', 'subset'] + targs.model_option_names('count'):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UserError('--{} must be positive, got {}'.format(name, value))
@@ -40,6 +41,7 @@ def check_args(args):
 
 def main(argv=None):
     args = check_args(build_parser().parse_args(argv))
+    keep_memory()  # each batch frees and reallocates the same large buffers: keep them (functions._malloc)
     loss, error, n = test_saved_model(args.model_file, args.model, targs.model_options(args), args.dataset,
                                       args.label, get_device(args.gpu), args.batch_size, args.subset)
     print('{}: test error {:.2f}% (accuracy {:.2f}%, loss {:.4f}) on {} images'.format(

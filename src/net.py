@@ -21,6 +21,7 @@ from chainer_cifar.models import (CNN, CNNBN, CNNWN, VGG, CNNWithBatch, Identity
                                   PyramidNet, ResidualNet, ResNet, ShakeShakeNet, create_model,
                                   list_models, model_info, register_model)
 from chainer_cifar.models import summary  # noqa: E402
+from chainer_cifar.training.args import add_model_option_arguments, model_options  # noqa: E402
 
 
 def _positive(text):
@@ -34,11 +35,7 @@ def build_parser():
     p = argparse.ArgumentParser(description='List the CIFAR-10 models with their layer and parameter counts.')
     p.add_argument('--model', '-m', nargs='+', metavar='NAME',
                    help='only these models (default: all)')
-    p.add_argument('--res_depth', type=_positive, default=None,
-                   help='blocks per stage, for the models that take it (their default otherwise)')
-    p.add_argument('--res_width', type=_positive, default=None, help='Shake-Shake branches')
-    p.add_argument('--skip_depth', action='store_true', help='stochastic depth (no effect on counts)')
-    p.add_argument('--swapout', action='store_true', help='swapout (no effect on counts)')
+    add_model_option_arguments(p, count_type=_positive)  # flags change no count, but -m must take them
     p.add_argument('--memory', nargs='+', metavar='NAME',
                    help='measure activation memory of these models instead of printing the table')
     p.add_argument('--batch', type=_positive, default=2, help='batch size to measure memory at (default 2)')
@@ -49,9 +46,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    options = {'res_depth': args.res_depth, 'res_width': args.res_width,
-               'skip_depth': args.skip_depth or None, 'swapout': args.swapout or None}
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in model_options(args).items() if v not in (None, False)}
     if args.memory:
         for name in args.memory:
             model_info(name)  # unknown names fail before any measuring

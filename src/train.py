@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer before chainer)
 from chainer_cifar.errors import run_main  # noqa: E402
+from chainer_cifar.functions import keep_memory  # noqa: E402
 from chainer_cifar.training import TrainingInterrupted, get_device, parse_args, train  # noqa: E402
 from chainer_cifar.training.args import build_parser, model_options  # noqa: E402
 from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
@@ -61,6 +62,7 @@ def run(args):
 
     ``compare.py`` calls it once per seed with ``parse_args(recipe + flags)``.
     """
+    keep_memory()  # every step frees and reallocates the same large buffers: keep them (functions._malloc)
     if args.test_only:
         path = os.path.join(args.out, args.prefix + '.model')
         loss, error, n = test_saved_model(path, args.model, model_options(args), args.dataset, args.label,

@@ -43,6 +43,16 @@ def write_official_batches(folder, n_train=(20, 20, 20, 20, 20), n_test=30, seed
     return (numpy.concatenate(all_x[:-1]), numpy.concatenate(all_y[:-1]), all_x[-1], all_y[-1])
 
 
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests run when asked for: ``-m slow`` (an -m expression naming them) or ``CHAINER_CIFAR_SLOW_TESTS=1``."""
+    if 'slow' in (config.getoption('markexpr') or '') or os.environ.get('CHAINER_CIFAR_SLOW_TESTS') == '1':
+        return
+    skip = pytest.mark.skip(reason='slow: run it with pytest -m slow')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def official_batches(tmp_path):
     """A ``cifar-10-batches-py`` folder of 100 train / 30 test random images."""
@@ -97,6 +107,14 @@ def mini_dataset(mini_archive, tmp_path_factory):
     download.main(['--archive', mini_archive, '--md5', MINI_ARCHIVE_MD5, '--out', str(out), '--quiet'])
     dataset.main(['--input', str(out / 'cifar-10-batches-py'), '--output', str(out)])
     return out
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A saved tiny model (``helpers.TinyAnalysisNet``) with its _run.json, test pickles and preprocessing
+    statistics: ``(model path, model, images, labels)``."""
+    import helpers  # registers the tiny models only where a test asks for them
+    return helpers.save_trained(tmp_path)
 
 
 @pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])

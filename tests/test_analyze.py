@@ -9,48 +9,11 @@ import numpy
 import pytest
 from PIL import Image
 
-from chainer_cifar.models.registry import register_model
 from chainer_cifar.results import analysis
 from chainer_cifar.data import pickles
+from helpers import TinyAnalysisNet
 
 import analyze  # src/analyze.py
-
-
-class TinyAnalysisNet(chainer.Chain):
-    def __init__(self, res_depth=1):
-        super().__init__()
-        with self.init_scope():
-            self.conv = L.Convolution2D(3, 4, 3, stride=2, pad=1)
-            self.fc = L.Linear(4 * 16 * 16, 10)
-
-    def forward(self, x):
-        return self.fc(F.tanh(self.conv(x)))
-
-
-register_model('tiny_analysis_test', source='tests', description='a tiny conv+linear net for the analysis tests')(lambda res_depth=1: TinyAnalysisNet(res_depth))
-
-
-@pytest.fixture
-def trained(tmp_path):
-    """A saved tiny model with its _run.json, test pickles and preprocessing statistics."""
-    rng = numpy.random.RandomState(0)
-    data = tmp_path / 'dataset'
-    data.mkdir()
-    n_test = 40
-    images = {'train': rng.randn(8, 3072).astype(numpy.float32),
-              'test': rng.randn(n_test, 3072).astype(numpy.float32)}
-    labels = {'train': rng.randint(0, 10, 8).astype(numpy.int32),
-              'test': rng.randint(0, 10, n_test).astype(numpy.int32)}
-    pickles.save_pickle(images, str(data / 'image.pkl'))
-    pickles.save_pickle(labels, str(data / 'label.pkl'))
-    numpy.savez(str(data / 'preprocess_stats.npz'), mean=numpy.array([120.0, 120.0, 110.0]),
-                std=numpy.array([60.0, 60.0, 65.0]))
-    model = TinyAnalysisNet()
-    model_path = tmp_path / 'tiny.model'
-    chainer.serializers.save_npz(str(model_path), model)
-    (tmp_path / 'tiny_run.json').write_text(json.dumps(
-        {'args': {'model': 'tiny_analysis_test', 'dataset': str(data / 'image.pkl')}}))
-    return model_path, model, images, labels
 
 
 def test_confusion_matrix_sums_to_the_number_of_test_images(trained, tmp_path):

@@ -1,7 +1,6 @@
 """compare.py: published numbers, grouping over seeds, the best-validation protocol, the partial guard."""
 import json
 import math
-import os
 
 import pytest
 
@@ -201,7 +200,7 @@ def test_a_stopped_seed_stops_the_series(tmp_path):
 # Every preset, through compare.py and the real train.py, for one epoch on 8 images of the real partial archive
 # (``--subset 8``: 7 training images and 1 validation image, 8 test images): 1-5 s each on the 2-core dev
 # machine. The three 1202-layer presets took 17-20 s each there (35-48 s with the cores shared), building and
-# running 1,202 layers whatever the number of images, so they run only with CHAINER_CIFAR_SLOW_TESTS=1; their
+# running 1,202 layers whatever the number of images, so they are marked slow (pytest -m slow runs them); their
 # flags are still checked by test_every_preset_command_line_is_accepted_by_train below.
 SHORT = ['-g', '-1', '--iter', '1', '--subset', '8', '--quiet']
 SLOW_PRESETS = {'resnet1202-paper', 'resnet1202-constant-depth', 'resnet1202-sd-paper'}
@@ -217,11 +216,10 @@ def test_every_preset_command_line_is_accepted_by_train(name, tmp_path):
     assert args.iter == int(preset_args[preset_args.index('--iter') + 1])
 
 
-@pytest.mark.parametrize('name', list(presets.PRESETS))
+@pytest.mark.parametrize('name', [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_PRESETS else name
+                                  for name in presets.PRESETS])
 def test_every_preset_runs_a_short_schedule_on_the_real_partial_archive(name, mini_dataset, tmp_path,
                                                                        monkeypatch):
-    if name in SLOW_PRESETS and os.environ.get('CHAINER_CIFAR_SLOW_TESTS') != '1':
-        pytest.skip('1202 layers: 17-48 s on a 2-core CPU; set CHAINER_CIFAR_SLOW_TESTS=1 to run it')
     monkeypatch.chdir(str(mini_dataset.parent))  # the presets' dataset/... paths are relative to the checkout
     logs = compare.run_preset(name, [1], str(tmp_path), SHORT)
     prefix = tmp_path / name / (name + '_s1')

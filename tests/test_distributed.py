@@ -32,7 +32,7 @@ import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 import chainer.links as L  # noqa: E402
 
-from test_train_helpers import read_log, write_pickles  # noqa: E402
+from helpers import read_log, write_pickles  # noqa: E402
 from chainer_cifar.models import registry  # noqa: E402
 
 PLAIN = 'tiny_dist_plain'   # conv + linear: no BatchNorm, no dropout

@@ -13,7 +13,7 @@ import chainer.functions as F
 from chainer import gradient_check
 
 from chainer_cifar.functions.add_relu import AddReLU, add_relu
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 add_relu_module = importlib.import_module('chainer_cifar.functions.add_relu')  # the package exports the function
 SHAPES = [(3, 4), (2, 3, 5, 5), (4, 16, 8, 8), (1, 1, 1, 1), (16, 16, 32, 33)]  # the last one threaded

@@ -14,7 +14,7 @@ import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions import batch_norm as bn
 from chainer_cifar.functions.batch_norm import BatchNormalizationFast
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 SHAPES = [(4, 3), (5, 2, 3, 3), (3, 4, 5, 2), (8, 3, 4, 4), (2, 16, 8, 8), (6, 1, 1, 1),
           (3, 5, 5, 5), (2, 3, 32, 32), (2, 4, 7, 3),  # rows of 25, 1024 and 21: vector tails

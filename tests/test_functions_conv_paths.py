@@ -17,9 +17,8 @@ import chainer.functions as F
 
 import chainer_cifar.functions as CF
 from chainer_cifar.functions import _native, convolution as conv
-from test_functions_direct_conv import native_available
-from test_functions import (CONV_CASES, _conv_args, _grads, assert_convolution_matches_chainer,
-                            check_convolution_backward, check_convolution_double_backward, merged_reference)
+from helpers import (CONV_CASES, assert_convolution_matches_chainer, check_convolution_backward,
+                     check_convolution_double_backward, conv_args, grads, merged_reference, native_available)
 
 EXTRA_CASES = [
     # (N, C, H, W, O, k, stride, pad, bias): ResNet-like 3x3 pad 1 and the CNN's 5x5 pad 2
@@ -91,13 +90,13 @@ def test_kept_and_rebuilt_columns_give_identical_gradients(wide, monkeypatch):
     monkeypatch.setattr(conv, '_WIDE_EXTRA', 100.0 if wide else 0.0)
     monkeypatch.setattr(chainer.config, 'use_native_kernels', False)  # the im2col forward keeps columns
     rng = numpy.random.RandomState(3)
-    x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
+    x, W, b, s, p = conv_args(EXTRA_CASES[0], numpy.float32, rng)
     gy = rng.standard_normal((5, 4, 8, 8)).astype(numpy.float32)
     f = lambda x, W, b: CF.convolution_2d(x, W, b, s, p)  # noqa: E731
     monkeypatch.setattr(conv, '_CHUNK_ELEMENTS', 1 << 30)
-    y1, g1 = _grads(f, (x, W, b), gy)  # one chunk: columns kept from forward
+    y1, g1 = grads(f, (x, W, b), gy)  # one chunk: columns kept from forward
     with chainer.using_config('fast_conv_recompute', True):
-        y2, g2 = _grads(f, (x, W, b), gy)  # rebuilt in backward
+        y2, g2 = grads(f, (x, W, b), gy)  # rebuilt in backward
     numpy.testing.assert_array_equal(y1, y2)
     for a, r in zip(g1, g2):
         if r is not None:
@@ -132,7 +131,7 @@ def test_inference_bias_residual_and_relu_in_every_mode(case, merge, mode, threa
     if mode == 'chunks_of_2_wide':
         _set_two_images_per_chunk(monkeypatch, case)
     rng = numpy.random.RandomState(5)
-    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    x, W, b, s, p = conv_args(case, numpy.float32, rng)
     ref, residual, relu = merged_reference(F.convolution_2d(x, W, b, s, p).array, merge, rng)
     args = (x, W) if b is None else (x, W, b)
     with chainer.no_backprop_mode():
@@ -143,7 +142,7 @@ def test_inference_bias_residual_and_relu_in_every_mode(case, merge, mode, threa
 
 def test_relu_and_residual_need_inference_and_a_matching_residual():
     rng = numpy.random.RandomState(0)
-    x, W, b, s, p = _conv_args(EXTRA_CASES[0], numpy.float32, rng)
+    x, W, b, s, p = conv_args(EXTRA_CASES[0], numpy.float32, rng)
     with pytest.raises(NotImplementedError, match='inference'):
         conv.Convolution2DFast(s, p, relu=True).apply((x, W))
     with chainer.no_backprop_mode(), pytest.raises(ValueError, match='residual'):
@@ -158,7 +157,7 @@ def test_input_used_twice_accumulates_both_gradients_inside_the_convolution(case
     if mode == 'chunks_of_2_wide':
         _set_two_images_per_chunk(monkeypatch, case)
     rng = numpy.random.RandomState(7)
-    x, W, b, s, p = _conv_args(case, numpy.float32, rng)
+    x, W, b, s, p = conv_args(case, numpy.float32, rng)
     gy = rng.standard_normal(F.convolution_2d(x, W, b, s, p).shape).astype(numpy.float32)
     twice = rng.standard_normal(x.shape).astype(numpy.float32)
 

@@ -17,7 +17,7 @@ from chainer import gradient_check
 import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions import pooling
-from test_functions_direct_conv import native_available
+from helpers import native_available, pooling_window_in_padding
 
 CASES = [
     # (shape, ksize, stride, pad, cover_all)
@@ -73,15 +73,14 @@ def test_float32_matches_chainer_with_ties(case, relu, native, threads):
     numpy.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize('case', CASES[:6])
+# A window wholly in the padding gives -inf, where finite differences mean nothing.
+@pytest.mark.parametrize('case', [case for case in CASES[:6] if not pooling_window_in_padding(*case)])
 def test_relu_pool_gradient_check_float64(case):
     shape, k, s, p, cover_all = case
     rng = numpy.random.RandomState(3)
     # Distinct values clear of 0: no ties, no kink of the ReLU within eps.
     x = (rng.permutation(numpy.prod(shape)).reshape(shape) - numpy.prod(shape) / 2.0 + 0.5)
     y = F.max_pooling_2d(F.relu(x), k, s, p, cover_all).array
-    if not numpy.isfinite(y).all():
-        pytest.skip('a window lies entirely in the padding (-inf output, as in Chainer)')
     gy = rng.standard_normal(y.shape)
     ggx = rng.standard_normal(shape)
 

@@ -24,7 +24,7 @@ import chainer_cifar.functions as CF
 from chainer_cifar import links as FL
 from chainer_cifar.functions import convolution as conv
 from chainer_cifar.functions.convolution import Convolution2DFast
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 NAN, INF = numpy.nan, numpy.inf
 
@@ -183,23 +183,23 @@ def test_convolution_inference_relu_passes_nan(merge, path):
 
 @pytest.mark.parametrize('poison', ['x', 'bn'])
 def test_conv_bn_inference_folding(poison, path):
-    conv_link, bn_link = FL.Convolution2D(3, 4, 3, 1, 1), FL.BatchNormalization(4)
+    layer = FL.ConvBNLayer(FL.Convolution2D(3, 4, 3, 1, 1), FL.BatchNormalization(4))
     rng = numpy.random.RandomState(4)
-    bn_link.avg_mean[...] = rng.standard_normal(4)
-    bn_link.avg_var[...] = rng.uniform(0.5, 2, 4)
+    layer.bn.avg_mean[...] = rng.standard_normal(4)
+    layer.bn.avg_var[...] = rng.uniform(0.5, 2, 4)
     x = rng.standard_normal((2, 3, 7, 9)).astype(numpy.float32)
     if poison == 'x':
         x = _poke(x, ((0, 0, 3, 3), NAN), ((1, 1, 0, 0), INF))
     else:  # folding W * gamma / std would turn inf into NaN: the composition instead
-        bn_link.gamma.array[1] = INF
-        bn_link.avg_mean[2] = NAN
-        bn_link.gamma.array[3] = 0
+        layer.bn.gamma.array[1] = INF
+        layer.bn.avg_mean[2] = NAN
+        layer.bn.gamma.array[3] = 0
         x = _poke(x, ((1, 1, 0, 0), INF))
     residual = rng.standard_normal((2, 4, 7, 9)).astype(numpy.float32)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
-        y = FL.conv_bn(conv_link, bn_link, x, relu=True, residual=residual)
+        y = layer.add_relu(x, residual)
         with chainer.using_config('use_fast_kernels', False):
-            ref = FL.conv_bn(conv_link, bn_link, x, relu=True, residual=residual)
+            ref = layer.add_relu(x, residual)
     assert_same(y.array, ref.array)
 
 

@@ -1,4 +1,4 @@
-"""The thread pool, OpenBLAS's thread count and the allocator setting of the fast kernels."""
+"""The thread pool and OpenBLAS's thread count of the fast kernels."""
 import threading
 import time
 
@@ -7,7 +7,7 @@ import pytest
 
 import chainer
 
-from chainer_cifar.functions import _malloc, _parallel
+from chainer_cifar.functions import _parallel
 from chainer_cifar.functions import convolution as conv
 
 
@@ -104,20 +104,6 @@ def test_convolution_results_are_bitwise_equal_for_one_and_two_threads(restore_t
         results.append((y.array, xv.grad, Wv.grad, bv.grad))
     for one, two in zip(*results):
         numpy.testing.assert_array_equal(one, two)
-
-
-def test_keep_freed_memory_takes_effect_on_glibc():
-    import platform
-    if platform.libc_ver()[0] != 'glibc':
-        pytest.skip('glibc only')
-    assert _malloc.keep_freed_memory() is True
-
-
-def test_keep_freed_memory_can_be_turned_off_by_environment(monkeypatch):
-    monkeypatch.setenv('CHAINER_CIFAR_KEEP_MEMORY', '0')
-    assert not _malloc.enabled_by_environment()
-    monkeypatch.delenv('CHAINER_CIFAR_KEEP_MEMORY')
-    assert _malloc.enabled_by_environment()
 
 
 def test_batch_norm_results_are_bitwise_equal_for_one_and_two_threads(restore_threads, monkeypatch):

@@ -6,7 +6,8 @@ import numpy
 import pytest
 
 from chainer_cifar.errors import UserError
-from chainer_cifar.models import create_model, list_models, model_info
+from chainer_cifar.models import create_model, list_models, model_info, register_model
+from chainer_cifar.models.registry import model_options
 from chainer_cifar.models.summary import count_layers, count_params
 
 # Too deep to run a forward pass on a 2-core CPU in a unit test; counted only.
@@ -14,7 +15,7 @@ COUNT_ONLY = {'resnet110', 'resnet1202'}
 # Default depth is 110 layers; a forward is cheap enough, a backward is not needed at that depth.
 SMALL_OPTIONS = {'residual': {'res_depth': 2}, 'identity_mapping': {'res_depth': 2},
                  'pyramid': {'res_depth': 2}, 'shake_residual': {'res_depth': 1}}
-# Models that other test modules register (source 'tests', e.g. test_train_helpers' tiny CNN with
+# Models that tests register (source 'tests', e.g. the tiny CNN of helpers.py, with
 # dropout) depend on which modules were collected first; only the built-in models are checked here.
 RUNNABLE = [n for n in list_models() if n not in COUNT_ONLY and model_info(n).source != 'tests']
 # Models whose training forward is random (dropout or Shake-Shake); the rest only use BN.
@@ -48,6 +49,27 @@ def test_options_follow_each_models_signature():
     assert model_info('shake_residual').options == ('res_depth', 'res_width')
     assert model_info('cnn').options == ()
     assert model_info('resnet20').options == ()
+
+
+def test_model_options_are_the_factories_parameters_and_every_front_end_offers_them():
+    options = model_options()
+    assert set(options) == {p for name in list_models() for p in model_info(name).options}
+    assert options['res_depth'].kind == 'count' and options['res_depth'].defaults['shake_residual'] == 4
+    assert options['skip_depth'].kind == 'flag' and 'residual' in options['skip_depth'].defaults
+    import analyze
+    import evaluate
+    import net
+    from chainer_cifar.training.args import build_parser
+    confusion = analyze.build_parser().parse_args(['confusion', 'x.model'])
+    for args in (build_parser().parse_args([]), evaluate.build_parser().parse_args(['x.model']),
+                 net.build_parser().parse_args([]), confusion):
+        assert {name: getattr(args, name) for name in options} == {
+            name: False if option.kind == 'flag' else None for name, option in options.items()}
+
+
+def test_an_option_needs_a_flag_or_a_whole_number_default():
+    with pytest.raises(ValueError, match='bool or int default'):
+        register_model('test_bad_option', source='tests')(lambda width=0.5: None)
 
 
 def test_none_and_false_options_mean_the_model_default():

@@ -42,21 +42,22 @@ def test_a_single_skippable_block_is_never_skipped():
     assert blocks.linear_skip_ratios([1, 2, 2]) == [0.0, 0.0, 0.0]
 
 
-def _count_branch_calls(block):
+def _count_residual_sums(block):
+    """Records each pass that computes the block's sum F(x) + shortcut (a skipped block computes none)."""
     calls = []
-    original = block.branch
+    original = block.residual
 
-    def counting(x, *args, **kwargs):
+    def counting(x, s):
         calls.append(1)
-        return original(x, *args, **kwargs)
-    block.branch = counting
+        return original(x, s)
+    block.residual = counting
     return calls
 
 
 def test_blocks_are_skipped_in_training_with_their_probability_and_never_at_test_time():
     numpy.random.seed(0)
     model = create_model('residual', res_depth=2, skip_depth=True)
-    calls = [_count_branch_calls(b) for b in model.blocks]
+    calls = [_count_residual_sums(b) for b in model.blocks]
     x = numpy.random.randn(1, 3, 8, 8).astype(numpy.float32)  # GAP: any size >= 4 works
     passes = 300
     with chainer.no_backprop_mode():

@@ -13,7 +13,7 @@ import pytest
 import train as train_cli
 from chainer_cifar.data import augment
 from chainer_cifar.errors import run_main
-from test_train_helpers import TINY_NAN, load_params, read_log, tiny_argv, write_pickles
+from helpers import TINY_NAN, load_params, read_log, tiny_argv, write_pickles
 
 TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'src', 'train.py')
 # Every source of randomness at once: shuffling, all augmentations, dropout, BN batch statistics.

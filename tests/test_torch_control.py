@@ -22,7 +22,7 @@ from chainer_cifar.results.runs import load_run  # noqa: E402
 from chainer_cifar.training.args import parse_args  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS  # noqa: E402
 from chainer_cifar.training.schedule import Schedule  # noqa: E402
-from test_train_helpers import write_pickles  # noqa: E402
+from helpers import write_pickles  # noqa: E402
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools')
 if TOOLS not in sys.path:

@@ -15,7 +15,7 @@ from chainer_cifar.errors import UserError, run_main
 from chainer_cifar.training import data as tdata
 from chainer_cifar.training import get_device
 from chainer_cifar.training.schedule import Schedule
-from test_train_helpers import TINY, TINY_NAN, gpu_is_usable, load_params, read_log, tiny_argv, write_pickles
+from helpers import TINY, TINY_NAN, gpu_is_usable, load_params, read_log, tiny_argv, write_pickles
 
 HEADER = 'epoch,train_loss,train_error,valid_loss,valid_error,test_loss,test_error,lr,elapsed'
 

@@ -11,7 +11,7 @@ import train as train_cli
 from chainer_cifar.errors import run_main
 from chainer_cifar.training.trainer import Classifier
 from chainer_cifar.training.updater import AccumulatingUpdater
-from test_train_helpers import read_log, tiny_argv, write_pickles
+from helpers import read_log, tiny_argv, write_pickles
 
 
 class _NoBN(chainer.Chain):

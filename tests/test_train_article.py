@@ -9,7 +9,7 @@ import pytest
 import train as train_cli
 from chainer_cifar.errors import run_main
 from chainer_cifar.models import list_models
-from test_train_helpers import read_log
+from helpers import read_log
 
 ARTICLE_COMMANDS = [
     'python src/train.py -g 0 -m cnn -b 128 -p cnn --optimizer adam --iter 300 --lr_decay_iter 100',

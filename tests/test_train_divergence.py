@@ -9,7 +9,7 @@ import train as train_cli
 from chainer_cifar.errors import run_main
 from chainer_cifar.models import registry
 from chainer_cifar.training import parse_args
-from test_train_helpers import TINY, TINY_NAN, TINY_NAN_AT_7, read_log, tiny_argv, write_pickles
+from helpers import TINY, TINY_NAN, TINY_NAN_AT_7, read_log, tiny_argv, write_pickles
 
 
 @pytest.fixture

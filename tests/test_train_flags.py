@@ -8,7 +8,7 @@ import compare
 import train as train_cli
 from chainer_cifar.errors import UserError, run_main
 from chainer_cifar.training import parse_args
-from test_train_helpers import read_log, tiny_argv, write_pickles
+from helpers import read_log, tiny_argv, write_pickles
 
 NON_FINITE = ['nan', 'inf', '-inf']
 # flag -> values it must refuse. Floats: argparse's float() takes nan and inf.

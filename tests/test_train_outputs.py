@@ -12,7 +12,7 @@ import train as train_cli
 from chainer_cifar.errors import UserError, run_main
 from chainer_cifar.training import parse_args
 from chainer_cifar.training.args import output_location
-from test_train_helpers import TINY, read_log, write_pickles
+from helpers import TINY, read_log, write_pickles
 
 FILES = ('{}.model', '{}.state', '{}_log.csv', '{}_loss.png', '{}_error.png', '{}.snapshot', '{}_run.json')
 

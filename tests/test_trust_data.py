@@ -13,41 +13,16 @@ from chainer_cifar.data import archive, pickles
 from chainer_cifar.errors import UserError, run_main
 from chainer_cifar.functions import _native
 from conftest import SRC, write_official_batches
-from test_train_helpers import tiny_argv, write_pickles
+from helpers import Reduced, one_error_line, payloads, tiny_argv, write_pickles
 
 import dataset  # src/dataset.py
 import download  # src/download.py
 import train as train_cli  # src/train.py
 
 
-class Reduced(object):
-    """Pickles as the given ``__reduce__`` tuple: unpickling calls ``function(*args)``, as a crafted file does."""
-
-    def __init__(self, *reduce):
-        self.reduce = reduce
-
-    def __reduce__(self):
-        return self.reduce
-
-
-def payloads(marker):
-    """Ways a pickle can run code; each would create ``marker``."""
-    return {
-        'os.system': Reduced(os.system, ('touch {}'.format(marker),)),
-        'builtins.exec': Reduced(exec, ('open({!r}, "w").close()'.format(str(marker)),)),
-        'subprocess.call': Reduced(subprocess.call, (['touch', str(marker)],)),
-    }
-
-
 def dump(obj, path, protocol):
     with open(str(path), 'wb') as f:
         pickle.dump(obj, f, protocol)
-
-
-def one_error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith('error: '), err
-    return err[0]
 
 
 # ---------------------------------------------------------------- pickles run nothing

@@ -12,8 +12,7 @@ import pytest
 from PIL import ImageFile
 
 from chainer_cifar.results import analysis
-from test_analyze import trained  # noqa: F401  (the fixture: a saved tiny model, its run record and data)
-from test_trust_data import one_error_line, payloads
+from helpers import one_error_line, payloads
 
 import analyze  # src/analyze.py
 import dataset  # src/dataset.py

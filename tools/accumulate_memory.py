@@ -23,6 +23,7 @@ import numpy  # noqa: E402
 
 import chainer  # noqa: E402
 
+from chainer_cifar.functions import keep_memory  # noqa: E402
 from chainer_cifar.models.registry import create_model  # noqa: E402
 from chainer_cifar.training.trainer import Classifier  # noqa: E402
 from chainer_cifar.training.updater import AccumulatingUpdater  # noqa: E402
@@ -57,6 +58,7 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--stock', action='store_true', help="Chainer's own functions (what a GPU runs)")
     args = p.parse_args(argv)
+    keep_memory()  # measure the step as train.py runs it
     chainer.global_config.use_fast_kernels = not args.stock
     kernels = 'stock Chainer' if args.stock else 'fast kernels'
     for parts in (int(v) for v in args.parts.split(',')):

@@ -52,27 +52,38 @@ import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
 from chainer_cifar.errors import UserError  # noqa: E402
-from chainer_cifar.functions import _native, _parallel  # noqa: E402
+from chainer_cifar.functions import _native, _parallel, keep_memory  # noqa: E402
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
 
 
+FLAG_VALUES = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False,
+               'off': False}
+
+
 def parse_model_spec(spec):
-    """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': 1})``."""
+    """``'residual:res_depth=12,skip_depth=1'`` -> ``('residual', {'res_depth': 12, 'skip_depth': True})``.
+
+    Each value is read as the registry's option of that name is (a whole number or a flag); a name no
+    model takes keeps its text, for the registry to refuse when the model is built.
+    """
+    from chainer_cifar.models.registry import model_options
+    known = model_options()
     name, _, rest = spec.partition(':')
     options = {}
     for item in filter(None, (v.strip() for v in rest.split(','))):
-        key, eq, value = item.partition('=')
+        key, eq, value = (part.strip() for part in item.partition('='))
         if not eq:
             raise UserError('model option {!r} in {!r}: expected key=value'.format(item, spec))
+        if key not in known:
+            options[key] = value
+            continue
         try:
-            options[key.strip()] = int(value)
-        except ValueError:
-            try:
-                options[key.strip()] = float(value)
-            except ValueError:
-                options[key.strip()] = value.strip()
+            options[key] = FLAG_VALUES[value.lower()] if known[key].kind == 'flag' else int(value)
+        except (KeyError, ValueError):
+            raise UserError('model option {!r} in {!r}: expected {}'.format(
+                item, spec, '1 or 0' if known[key].kind == 'flag' else 'a whole number'))
     return name.strip(), options
 
 
@@ -508,7 +519,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     threads = set_threads(args.threads) if args.threads is not None else None
+    kept = keep_memory()  # time steps as train.py runs them
     env = environment()
+    env['keep_memory'] = kept
     env['threads_set'] = threads
     print('# {} | {} CPUs | Python {} NumPy {} Chainer {} torch {} | load {}'.format(
         env['processor'], env['cpus'], env['python'], env['numpy'], env['chainer'], env['torch'],

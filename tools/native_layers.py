@@ -38,7 +38,7 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 
 import chainer_cifar.functions as CF  # noqa: E402
-from chainer_cifar.functions import _direct, _native, _parallel  # noqa: E402
+from chainer_cifar.functions import _direct, _native, _parallel, keep_memory  # noqa: E402
 from chainer_cifar.functions.convolution import Convolution2DFast  # noqa: E402
 
 
@@ -191,6 +191,7 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--threads', type=int, default=None)
     args = p.parse_args(argv)
+    keep_memory()  # time the layers as train.py runs them
     if args.threads:
         _parallel.set_num_threads(args.threads)
     if _native.library() is None:

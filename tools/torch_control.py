@@ -39,7 +39,7 @@ import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before anythi
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
-from chainer_cifar.training.args import MODEL_OPTIONS, Parser, parse_args  # noqa: E402
+from chainer_cifar.training.args import Parser, model_options, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.device import device_name  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # noqa: E402
@@ -115,7 +115,7 @@ class ResNet(nn.Module):
 def check_supported(args):
     """Refuse, in one line, every flag value of ``args`` that this control does not implement."""
     augment = ','.join(a for a in args.augment if a not in AUGMENTATIONS)
-    checks = ([(args.model not in MODELS, '-m ' + args.model)] + [(getattr(args, k), '--' + k) for k in MODEL_OPTIONS]
+    checks = ([(args.model not in MODELS, '-m ' + args.model)] + [(v, '--' + k) for k, v in model_options(args).items()]
               + [(args.optimizer != 'sgd', '--optimizer ' + args.optimizer),
                  (args.lr_shape != 'multistep', '--lr_shape ' + args.lr_shape),
                  (augment, '--augment ' + augment), (args.dtype != 'float32', '--dtype ' + args.dtype),

@@ -46,7 +46,7 @@ def _bn(channels):
 
 
 class ConvBN(nn.Module):
-    """``blocks.ConvBN``: conv (with bias) -> BN -> ReLU."""
+    """``links.ConvBN``: conv (with bias) -> BN -> ReLU."""
 
     def __init__(self, cin, cout, ksize, pad):
         super().__init__()

@@ -1,21 +1,37 @@
-"""Drop-in links that use the fast NumPy kernels of :mod:`chainer_cifar.functions`.
+"""The links every model is built from: fast drop-ins for Chainer's, and the fused layers.
 
-``Convolution2D`` and ``BatchNormalization`` subclass Chainer's links: the same
-constructor signatures, parameter and persistent names (``W``, ``b``;
-``gamma``, ``beta``, ``avg_mean``, ``avg_var``, ``N``), so saved models load
-either way. ``forward`` takes the fast path for NumPy arrays while
+**Drop-ins.** ``Convolution2D`` and ``BatchNormalization`` subclass Chainer's
+links: the same constructor signatures, parameter and persistent names
+(``W``, ``b``; ``gamma``, ``beta``, ``avg_mean``, ``avg_var``, ``N``), so saved
+models load either way. ``forward`` takes the fast path for NumPy arrays while
 ``chainer.config.use_fast_kernels`` is on (the default) and calls Chainer's
 own implementation otherwise (CuPy, ChainerX, options not handled, mixed
 dtypes, or the switch off): the body of Chainer's ``forward`` with Chainer's
 functions captured at import, so routing ``chainer.functions``' names to this
-package's functions cannot make a fallback call itself. To use them in model code::
+package's functions cannot make a fallback call itself.
+
+**Fused layers.** A model says what the paper says (conv-BN-ReLU, BN-ReLU,
+ReLU then max pooling, ``relu(F(x) + x)``) and the layer picks how to run it:
+
+* :class:`ConvBN` (children ``conv`` and ``bn``, the original's ``BatchConv2D``),
+  and :func:`conv_bn` / :func:`conv_bn_relu` over a convolution and a
+  BatchNormalization a Chain already holds under its own names. Training: the
+  ReLU inside the BatchNormalization's node. Inference without a graph: the
+  BatchNormalization folded into the convolution, and a residual block's merge
+  (:meth:`ConvBNLayer.add_relu`) done as the convolution writes its output.
+* :func:`bn_relu`: BatchNormalization with the ReLU in the same node.
+* :func:`relu_max_pooling_2d`: max pooling of ``relu(x)`` in one pass, no ReLU node.
+
+Model code imports this module in place of Chainer's::
 
     from chainer_cifar import links as L        # instead of: import chainer.links as L
-    from chainer_cifar.links import max_pooling_2d, average_pooling_2d
 
 Every other name (``L.Linear``, ``L.Classifier`` ...) is re-exported from
-``chainer.links`` so the first import line can replace Chainer's wholesale.
+``chainer.links`` so that line can replace Chainer's wholesale; the models
+reach :mod:`chainer_cifar.functions` only through this module.
 """
+import functools
+
 import numpy
 
 import chainer
@@ -29,8 +45,9 @@ from chainer.utils import argument
 from chainer_cifar.functions import batch_norm as _bn
 from chainer_cifar.functions import convolution as _conv
 from chainer_cifar.functions._config import use_fast
-from chainer_cifar.functions.pooling import average_pooling_2d, max_pooling_2d  # noqa: F401
-from chainer_cifar.functions import add_relu, convolution_2d, zero_pad_shortcut  # noqa: F401  (for the models)
+from chainer_cifar.functions import add_relu as _add_relu
+from chainer_cifar.functions.pooling import average_pooling_2d, max_pooling_2d  # noqa: F401  (for the models)
+from chainer_cifar.functions import convolution_2d, zero_pad_shortcut  # noqa: F401  (for the models)
 
 
 class Convolution2D(_L.Convolution2D):
@@ -59,7 +76,8 @@ class BatchNormalization(_L.BatchNormalization):
     exactly as Chainer does; test mode uses the running averages. ``finetune``,
     non-default ``axis``, recomputation and non-NumPy arrays take Chainer's path.
     ``bn(x, relu=True)`` is ``F.relu(bn(x))``, with the ReLU fused into the
-    train-mode node on the fast path (one pass less each way, no separate node).
+    train-mode node on the fast path (one pass less each way, no separate node);
+    model code says :func:`bn_relu` (or :class:`ConvBN`) instead.
     """
 
     def forward(self, x, **kwargs):
@@ -123,8 +141,101 @@ class BatchNormalization(_L.BatchNormalization):
                 x, gamma, beta, self.avg_mean, self.avg_var, self.eps, axis=self.axis)
         return F.relu(y) if relu else y
 
+class ConvBN(chainer.Chain):
+    """conv -> BN -> ReLU, each of BN and ReLU optional: the original's ``BatchConv2D``.
 
-def conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
+    Children ``conv`` and ``bn`` (only ``conv`` with ``bn=False``, which lets the
+    ablation ladder switch BatchNorm on and off with one layer class).
+    """
+
+    def __init__(self, in_channels, out_channels, ksize=3, stride=1, pad=None, relu=True, bn=True,
+                 nobias=False, initialW=None):
+        super().__init__()
+        pad = ksize // 2 if pad is None else pad
+        with self.init_scope():
+            self.conv = Convolution2D(in_channels, out_channels, ksize, stride, pad, nobias=nobias,
+                                      initialW=initialW)
+            if bn:
+                self.bn = BatchNormalization(out_channels)
+        self.relu = relu
+
+    def forward(self, x):
+        if hasattr(self, 'bn'):
+            return ConvBNLayer(self.conv, self.bn, self.relu)(x)
+        h = self.conv(x)
+        return F.relu(h) if self.relu else h
+
+
+class ConvBNLayer(object):
+    """``bn(conv(x))`` (``relu=True``: then ReLU) over two links, run the fastest way the mode allows."""
+
+    def __init__(self, conv, bn, relu=False):
+        self.conv, self.bn, self.relu = conv, bn, relu
+
+    def __call__(self, x):
+        return _conv_bn(self.conv, self.bn, x, relu=self.relu)
+
+    def add_relu(self, x, residual, scale=1.0):
+        """``relu(scale * bn(conv(x)) + residual)``: a residual block's merge after its last layer.
+
+        ``scale`` is stochastic depth's test-time weight of the branch. Inference
+        without a graph: inside the folded convolution, as it writes each chunk.
+        Otherwise: the merge as one node (:func:`chainer_cifar.functions.add_relu`).
+        """
+        if self.relu:
+            raise ValueError('add_relu follows a conv-BN layer, not a conv-BN-ReLU one')
+        if _inference_without_graph():
+            return _conv_bn(self.conv, self.bn, x, relu=True, residual=residual, scale_all=scale)
+        h = self(x)
+        if scale != 1.0:
+            h = h * scale
+        return _add_relu(h, residual)
+
+
+class _NamedLinks(object):
+    """A layer over links its Chain already holds, looked up by name at each call.
+
+    A class attribute, as ``property`` is: ``conv_bn_relu1 = conv_bn_relu('conv1', 'bn1')``
+    in a Chain's class body makes ``self.conv_bn_relu1(x)`` run ``self.conv1`` and
+    ``self.bn1`` as one layer. The links stay the Chain's children under their
+    own names, so its parameters and saved files keep their layout, and a copy
+    of the Chain (``copy``, ``deepcopy``, ``to_device``) calls its own links.
+    """
+
+    def __init__(self, make, *names):
+        self._make, self._names = make, names
+
+    def __get__(self, chain, owner=None):
+        if chain is None:
+            return self
+        return self._make(*(getattr(chain, name) for name in self._names))
+
+
+def conv_bn(conv, bn):
+    """The layer ``bn(conv(x))`` over the Chain's links named ``conv`` and ``bn`` (a :class:`ConvBNLayer`)."""
+    return _NamedLinks(lambda c, b: ConvBNLayer(c, b), conv, bn)
+
+
+def conv_bn_relu(conv, bn):
+    """The layer ``relu(bn(conv(x)))`` over the Chain's links named ``conv`` and ``bn``."""
+    return _NamedLinks(lambda c, b: ConvBNLayer(c, b, relu=True), conv, bn)
+
+
+def bn_relu(bn):
+    """The layer ``relu(bn(x))`` over the Chain's BatchNormalization named ``bn``, the ReLU in its node."""
+    return _NamedLinks(lambda b: functools.partial(b, relu=True), bn)
+
+
+def relu_max_pooling_2d(x, ksize, stride=None, pad=0, cover_all=True):
+    """``max_pooling_2d(relu(x), ...)``; on the fast path one pass, with no ReLU node."""
+    return max_pooling_2d(x, ksize, stride, pad, cover_all, relu=True)
+
+
+def _inference_without_graph():
+    return not configuration.config.train and not configuration.config.enable_backprop
+
+
+def _conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
     """``bn(conv(x))``, or ``relu(bn(conv(x)))`` with ``relu=True``.
 
     ``residual`` (optional, the output's shape) and ``scale_all`` make it
@@ -142,8 +253,7 @@ def conv_bn(conv, bn, x, relu=False, residual=None, scale_all=1.0):
     """
     if residual is not None:
         residual = chainer.as_variable(residual)
-    if (not configuration.config.train and not configuration.config.enable_backprop
-            and _foldable(conv, bn, x)
+    if (_inference_without_graph() and _foldable(conv, bn, x)
             and (residual is None or (residual.shape[0] == x.shape[0]
                                       and use_fast(residual) and residual.dtype == conv.W.dtype))):
         W = conv.W.array
@@ -183,23 +293,3 @@ def _foldable(conv, bn, x):
             and getattr(x, 'layout', None) is None
             and getattr(x, 'dtype', None) == conv.W.dtype
             and use_fast(x, conv.W, conv.b, bn.gamma, bn.beta, bn.avg_mean, bn.avg_var))
-
-
-_SWAPS = ((_L.Convolution2D, Convolution2D), (_L.BatchNormalization, BatchNormalization))
-
-
-def accelerate(model):
-    """Switch every plain ``chainer.links`` Convolution2D / BatchNormalization in ``model`` to
-    the fast subclasses above, in place (they add no state, so only the class changes).
-
-    Returns the number of links switched. Functions called inside ``forward``
-    (e.g. ``F.max_pooling_2d``) are not affected: use this module's
-    :func:`max_pooling_2d` in the model code for those.
-    """
-    n = 0
-    for link in model.links():
-        for stock, fast in _SWAPS:
-            if type(link) is stock:
-                link.__class__ = fast
-                n += 1
-    return n

@@ -301,12 +301,3 @@ def read_batches(batches_dir):
         xs, ys = zip(*[read_batch(os.path.join(batches_dir, n)) for n in names])
         splits += [numpy.concatenate(xs), numpy.concatenate(ys)]
     return tuple(splits)
-
-
-def read_label_names(batches_dir):
-    meta = _load_batch(os.path.join(batches_dir, 'batches.meta'), 'run `python src/download.py` again')
-    try:
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b'label_names']]
-    except Exception as e:
-        raise UserError('{}/batches.meta has no label names ({}: {}); run `python src/download.py` '
-                        'again'.format(batches_dir, type(e).__name__, e))

@@ -17,16 +17,17 @@ switched off::
 
 The drop-in links are in :mod:`chainer_cifar.links`.
 
-Importing this package changes two process-wide settings, because a training
-step on NumPy is several times slower without them (docs/performance.md):
-glibc keeps freed buffers for reuse instead of unmapping them
-(:mod:`~chainer_cifar.functions._malloc`; ``CHAINER_CIFAR_KEEP_MEMORY=0``
-turns it off), and, when the kernels run on several threads, OpenBLAS is set
+Two process-wide settings make a training step on NumPy faster
+(docs/performance.md); importing this package makes neither:
+:func:`keep_memory` has glibc keep freed buffers for reuse instead of
+unmapping them (:mod:`~chainer_cifar.functions._malloc`), called by the front
+ends that train or measure (``CHAINER_CIFAR_KEEP_MEMORY=0`` makes it do
+nothing); and when the kernels first run on several threads, OpenBLAS is set
 to one thread per call (:mod:`~chainer_cifar.functions._parallel`;
 ``CHAINER_CIFAR_THREADS=1`` keeps OpenBLAS's own threading).
 """
-from chainer_cifar.functions import _malloc
 from chainer_cifar.functions._config import fast_kernels_enabled, set_fast_kernels, use_fast
+from chainer_cifar.functions._malloc import keep_memory
 from chainer_cifar.functions.add_relu import AddReLU, add_relu
 from chainer_cifar.functions._parallel import num_threads, set_num_threads
 from chainer_cifar.functions.batch_norm import (BatchNormalizationFast, FixedBatchNormalizationFast,
@@ -36,10 +37,7 @@ from chainer_cifar.functions.pooling import (AveragePooling2DFast, MaxPooling2DF
                                              average_pooling_2d, max_pooling_2d)
 from chainer_cifar.functions.shortcut import ZeroPadShortcut, zero_pad_shortcut
 
-if _malloc.enabled_by_environment():
-    _malloc.keep_freed_memory()
-
-__all__ = ['fast_kernels_enabled', 'set_fast_kernels', 'use_fast', 'num_threads', 'set_num_threads',
+__all__ = ['fast_kernels_enabled', 'set_fast_kernels', 'use_fast', 'keep_memory', 'num_threads', 'set_num_threads',
            'BatchNormalizationFast', 'FixedBatchNormalizationFast', 'batch_normalization',
            'fixed_batch_normalization', 'Convolution2DFast', 'convolution_2d',
            'AveragePooling2DFast', 'MaxPooling2DFast', 'average_pooling_2d', 'max_pooling_2d',

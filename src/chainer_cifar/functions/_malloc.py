@@ -10,9 +10,11 @@ glibc's defaults and 197 with the buffers kept (docs/performance.md).
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``, so freed
 buffers are reused by the next step as PyTorch's caching allocator reuses
-its blocks. The process then keeps its peak footprint until it exits. It
-runs when the fast kernels are imported, on glibc only, unless
-``CHAINER_CIFAR_KEEP_MEMORY=0``.
+its blocks. The process then keeps its peak footprint until it exits, which
+is a decision for the program, not for a library it imports: the front ends
+that train or measure call :func:`keep_memory` (exported as
+``chainer_cifar.functions.keep_memory``), which does it on glibc only, unless
+``CHAINER_CIFAR_KEEP_MEMORY=0``. Importing the package changes nothing.
 """
 import ctypes
 import os
@@ -21,7 +23,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _LIMIT = 1 << 30  # buffers up to 1 GiB come from the reusable heap
-_applied = None
+_applied = None  # None: not asked yet; then whether the thresholds took effect
 
 
 def keep_freed_memory():
@@ -48,3 +50,8 @@ def keep_freed_memory():
 def enabled_by_environment():
     return os.environ.get('CHAINER_CIFAR_KEEP_MEMORY', '1').strip().lower() not in (
         '0', 'false', 'no', 'off')
+
+
+def keep_memory():
+    """:func:`keep_freed_memory` unless ``CHAINER_CIFAR_KEEP_MEMORY=0``; True if the thresholds are in effect."""
+    return enabled_by_environment() and keep_freed_memory()

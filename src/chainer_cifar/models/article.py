@@ -9,14 +9,13 @@ Chainer default LeCun normal elsewhere); the same initializers are used here.
 import chainer
 import chainer.functions as F
 
-from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / pooling
+from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / ConvBN / pooling
 from chainer_cifar.errors import UserError
 from chainer_cifar.models import blocks
-from chainer_cifar.models.blocks import (ConvBN, PreActBlock, PyramidBlock, ResidualBase,
-                                         ResidualBlock, ResidualNetBase, WeightNormConvolution2D,
-                                         WeightNormLinear, he_normal, linear_skip_ratios,
-                                         three_stage_plan)
-from chainer_cifar.models.registry import register_model
+from chainer_cifar.models.blocks import (PreActBlock, PyramidBlock, ResidualBase, ResidualBlock,
+                                         ResidualNetBase, WeightNormConvolution2D, WeightNormLinear,
+                                         he_normal, linear_skip_ratios, three_stage_plan)
+from chainer_cifar.models.registry import describe_options, register_model
 
 ARTICLE = 'chainer-cifar article (dsanno/chainer-cifar)'
 LATER = 'chainer-cifar repository, later addition'
@@ -38,22 +37,23 @@ class _ConvPoolNet(chainer.Chain):
         with self.init_scope():
             for i, (cin, cout) in enumerate(channels, 1):
                 if kind == 'bn':
-                    name, link = 'bconv{}'.format(i), ConvBN(cin, cout, 5, pad=2)
+                    name, link = 'bconv{}'.format(i), L.ConvBN(cin, cout, 5, pad=2)
                 elif kind == 'wn':
                     name, link = 'conv{}'.format(i), WeightNormConvolution2D(cin, cout, 5, pad=2)
                 else:
                     name, link = 'conv{}'.format(i), L.Convolution2D(cin, cout, 5, pad=2)
                 setattr(self, name, link)
-                self._convs.append((name, kind != 'bn'))
+                self._convs.append(name)
             linear = WeightNormLinear if kind == 'wn' else L.Linear
             self.l1 = linear(4 * 4 * 128, 1000)
             self.l2 = linear(1000, 10)
+        # ConvBN ends in its ReLU; after a plain or weight-normalized conv the ReLU goes into the pooling's pass
+        self._pool = L.max_pooling_2d if kind == 'bn' else L.relu_max_pooling_2d
 
     def forward(self, x):
         h = x
-        for name, needs_relu in self._convs:
-            # relu=True: the pooling node applies the ReLU (ConvBN applies its own after BN)
-            h = L.max_pooling_2d(self[name](h), 3, 2, relu=needs_relu)
+        for name in self._convs:
+            h = self._pool(self[name](h), 3, 2)
         h = F.relu(self.l1(F.dropout(h)))
         return self.l2(F.dropout(h))
 
@@ -100,7 +100,7 @@ class VGG(chainer.Chain):
                 names = []
                 for i in range(1, n + 1):
                     name = 'bconv{}_{}'.format(stage, i)
-                    setattr(self, name, ConvBN(cin, width, 3, pad=1))
+                    setattr(self, name, L.ConvBN(cin, width, 3, pad=1))
                     names.append(name)
                     cin = width
                 self._stages.append(names)
@@ -148,7 +148,7 @@ class ResidualNet(ResidualNetBase):
         res = [ResidualBlock(cin, cout, stride, shortcut='zero_pad', nobias=False,
                              skip_ratio=p, swapout=swapout)
                for (cin, cout, stride), p in zip(plan, ratios)]
-        super().__init__(ConvBN(3, 16, 3, pad=1), res)
+        super().__init__(L.ConvBN(3, 16, 3, pad=1), res)
         self.res_depth = res_depth
 
 
@@ -201,11 +201,15 @@ class PyramidNet(ResidualNetBase):
         for width, stride, p in zip(widths, strides, ratios):
             res.append(PyramidBlock(cin, width, stride, skip_ratio=p))
             cin = width
-        stem = ConvBN(3, 16, 3, pad=1, activation=None, nobias=True, initialW=he_normal())
+        stem = L.ConvBN(3, 16, 3, pad=1, relu=False, nobias=True, initialW=he_normal())
         super().__init__(stem, res, final='bn_relu', stem_name='bconv1')
 
 
 class _ShakeBranch(chainer.Chain):
+    """ReLU-conv-BN-ReLU-conv-BN."""
+
+    bn_relu1 = L.bn_relu('bn1')
+
     def __init__(self, cin, cout, stride):
         super().__init__()
         w = he_normal()
@@ -216,7 +220,7 @@ class _ShakeBranch(chainer.Chain):
             self.bn2 = L.BatchNormalization(cout)
 
     def forward(self, x):
-        h = self.bn1(self.conv1(F.relu(x)), relu=True)
+        h = self.bn_relu1(self.conv1(F.relu(x)))
         return self.bn2(self.conv2(h))
 
 
@@ -271,8 +275,15 @@ class ShakeShakeNet(ResidualNetBase):
             raise ValueError('Shake-Shake needs at least 2 branches (--res_width)')
         plan = three_stage_plan(res_depth, (width, 2 * width, 4 * width))
         res = [ShakeShakeBlock(cin, cout, stride, res_width) for cin, cout, stride in plan]
-        stem = ConvBN(3, 16, 3, pad=1, activation=None, nobias=True, initialW=he_normal())
+        stem = L.ConvBN(3, 16, 3, pad=1, relu=False, nobias=True, initialW=he_normal())
         super().__init__(stem, res, final='relu', stem_name='bconv1')
+
+
+describe_options(
+    res_depth='blocks per stage (6*res_depth+2 layers)',
+    skip_depth='stochastic depth (randomly skip residual blocks in training)',
+    swapout='swapout (dropout on the residual branch and on the shortcut)',
+    res_width='branches per block (Shake-Shake)')
 
 
 def _check_depth(res_depth):

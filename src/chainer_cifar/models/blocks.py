@@ -1,11 +1,11 @@
 """Building blocks shared by every model family.
 
-Everything here is ``xp``-generic: convolutions, BatchNormalization and
-pooling come from :mod:`chainer_cifar.links`, which run the fast NumPy kernels
-of :mod:`chainer_cifar.functions` on the CPU and Chainer's own functions on
-CuPy arrays (GPU) or under ``chainer.using_config('use_fast_kernels', False)``;
-``bn(h, relu=True)`` is ``F.relu(bn(h))`` (fused on the fast path); everything
-else is plain Chainer functions. Train/test behaviour comes from
+Everything here is ``xp``-generic: convolutions, BatchNormalization, their
+fused layers (conv-BN-ReLU, BN-ReLU, a residual block's merge) and pooling come
+from :mod:`chainer_cifar.links`, which run the fast NumPy kernels of
+:mod:`chainer_cifar.functions` on the CPU and Chainer's own functions on CuPy
+arrays (GPU) or under ``chainer.using_config('use_fast_kernels', False)``;
+everything else is plain Chainer functions. Train/test behaviour comes from
 ``chainer.config.train``.
 
 Link names inside the blocks (``conv``/``bn``, ``conv1``/``bn1``/``conv2``/
@@ -18,8 +18,8 @@ import chainer
 import chainer.functions as F
 from chainer import initializers
 
-# Chainer's links with the fast Convolution2D / BatchNormalization, and the fast functions the
-# blocks call (pooling, add_relu, the option-A shortcut, convolution_2d): models reach
+# Chainer's links with the fast Convolution2D / BatchNormalization, the fused layers, and the fast
+# functions the blocks call (pooling, the option-A shortcut, convolution_2d): models reach
 # chainer_cifar.functions only through links (docs/architecture.md).
 from chainer_cifar import links as L
 
@@ -27,35 +27,6 @@ from chainer_cifar import links as L
 def he_normal():
     """He et al. 2015 initialization, N(0, 2/fan_in); the original's ``wscale=sqrt(2)``."""
     return initializers.HeNormal()
-
-
-class ConvBN(chainer.Chain):
-    """conv -> BN -> activation (BN and activation optional).
-
-    The original's ``BatchConv2D``: children ``conv`` and ``bn``. With
-    ``bn=False`` only ``conv`` exists, which lets the ablation ladder switch
-    BatchNorm on and off without a second block class.
-    """
-
-    def __init__(self, in_channels, out_channels, ksize=3, stride=1, pad=None,
-                 activation=F.relu, bn=True, nobias=False, initialW=None):
-        super().__init__()
-        pad = ksize // 2 if pad is None else pad
-        with self.init_scope():
-            self.conv = L.Convolution2D(in_channels, out_channels, ksize, stride, pad,
-                                        nobias=nobias, initialW=initialW)
-            if bn:
-                self.bn = L.BatchNormalization(out_channels)
-        self.activation = activation
-
-    def forward(self, x):
-        if not hasattr(self, 'bn'):
-            h = self.conv(x)
-        elif self.activation is F.relu:
-            return L.conv_bn(self.conv, self.bn, x, relu=True)  # fused on the fast path
-        else:
-            h = L.conv_bn(self.conv, self.bn, x)
-        return h if self.activation is None else self.activation(h)
 
 
 def zero_pad_shortcut(x, out_channels, stride=1, subsample='stride'):
@@ -107,10 +78,11 @@ def draw_skip(skip_ratio, rng=None):
 
 
 class ResidualBase(chainer.Chain):
-    """Shortcut + residual branch, with stochastic depth and swapout.
+    """``merge(F(x) + shortcut(x))``, with stochastic depth and swapout.
 
     Subclasses build their layers and define :meth:`branch` (the residual
-    function F(x)) and optionally :meth:`shortcut` and :meth:`merge`.
+    function F(x)) and optionally :meth:`shortcut`, :meth:`merge` and
+    :meth:`residual` (the whole sum, which a subclass may fuse).
 
     * stochastic depth (Huang et al. 2016): with probability ``skip_ratio``
       a training pass returns the shortcut alone; at test time the branch is
@@ -137,20 +109,25 @@ class ResidualBase(chainer.Chain):
         """Applied after the addition (ReLU for the original ResNet)."""
         return h
 
-    def merge_sum(self, h, s):
-        """``merge(h + s)``; a subclass may fuse the two."""
+    def survival(self):
+        """The weight of F(x) in the sum: 1 in training; at test time, with stochastic depth, the
+        probability that training kept the block (its expected contribution)."""
+        return 1.0 if chainer.config.train else 1.0 - self.skip_ratio
+
+    def residual(self, x, s):
+        """``merge(survival * F(x) + s)``."""
+        h, weight = self.branch(x), self.survival()
+        if weight != 1.0:
+            h = h * weight
         return self.merge(h + s)
 
     def forward(self, x):
         s = self.shortcut(x)
         if chainer.config.train and draw_skip(self.skip_ratio, self.rng):
-            return chainer.as_variable(s)
-        h = self.branch(x)
+            return chainer.as_variable(s)  # stochastic depth: this pass skips the block
         if self.swapout:
-            return self.merge(F.dropout(h) + F.dropout(s))
-        if self.skip_ratio > 0 and not chainer.config.train:
-            h = h * (1.0 - self.skip_ratio)
-        return self.merge_sum(h, s)
+            return self.merge(F.dropout(self.branch(x)) + F.dropout(s))
+        return self.residual(x, s)
 
 
 class ResidualBlock(ResidualBase):
@@ -161,6 +138,10 @@ class ResidualBlock(ResidualBase):
     ``None`` a plain block (no shortcut: the paper's plain nets).
     ``dropout`` > 0 inserts dropout between the two convolutions.
     """
+
+    # The branch's two layers over the links built in __init__ (their names are the saved files' keys).
+    conv_bn_relu1 = L.conv_bn_relu('conv1', 'bn1')
+    conv_bn2 = L.conv_bn('conv2', 'bn2')
 
     def __init__(self, in_channels, out_channels, stride=1, shortcut='zero_pad', nobias=True,
                  dropout=0.0, skip_ratio=0.0, swapout=False):
@@ -183,28 +164,24 @@ class ResidualBlock(ResidualBase):
             return self.projection(x)
         return super().shortcut(x)
 
-    def branch(self, x, residual=None, scale_all=1.0):
-        """conv-BN-ReLU-conv-BN; with ``residual``: ``relu(scale_all * branch(x) + residual)``."""
-        h = L.conv_bn(self.conv1, self.bn1, x, relu=True)
-        if self.dropout:
-            h = F.dropout(h, self.dropout)
-        if residual is None:
-            return L.conv_bn(self.conv2, self.bn2, h)
-        return L.conv_bn(self.conv2, self.bn2, h, relu=True, residual=residual, scale_all=scale_all)
+    def first_layer(self, x):
+        """conv-BN-ReLU, then dropout where the Keras models put it."""
+        h = self.conv_bn_relu1(x)
+        return F.dropout(h, self.dropout) if self.dropout else h
+
+    def branch(self, x):
+        return self.conv_bn2(self.first_layer(x))
 
     def merge(self, h):
-        return F.relu(h)
+        return F.relu(h)  # after swapout's sum; the plain sum is residual()'s
 
-    def merge_sum(self, h, s):
-        return L.add_relu(h, s)  # relu(h + s), one fast node on NumPy
+    def residual(self, x, s):
+        # relu(survival * F(x) + s), the sum and the ReLU done by the last layer (links.ConvBNLayer.add_relu)
+        return self.conv_bn2.add_relu(self.first_layer(x), s, self.survival())
 
     def forward(self, x):
         if self.shortcut_kind is None:
-            return F.relu(self.branch(x))
-        if not (chainer.config.train or chainer.config.enable_backprop or self.swapout):
-            # Inference without a graph: the merge relu(scale * h + s) goes into the
-            # last convolution, whose chunks add the shortcut and clamp as they are written.
-            return self.branch(x, residual=self.shortcut(x), scale_all=1.0 - self.skip_ratio)
+            return F.relu(self.branch(x))  # a plain block: no sum
         return super().forward(x)
 
 
@@ -213,6 +190,9 @@ class PreActBlock(ResidualBase):
 
     BN-ReLU-conv-BN-ReLU-conv + option-A shortcut, nothing after the addition.
     """
+
+    bn_relu1 = L.bn_relu('bn1')
+    bn_relu2 = L.bn_relu('bn2')
 
     def __init__(self, in_channels, out_channels, stride=1, skip_ratio=0.0, swapout=False):
         super().__init__(in_channels, out_channels, stride, skip_ratio, swapout)
@@ -224,8 +204,8 @@ class PreActBlock(ResidualBase):
             self.conv2 = L.Convolution2D(out_channels, out_channels, 3, 1, 1, nobias=True, initialW=w)
 
     def branch(self, x):
-        h = self.conv1(self.bn1(x, relu=True))
-        return self.conv2(self.bn2(h, relu=True))
+        h = self.conv1(self.bn_relu1(x))
+        return self.conv2(self.bn_relu2(h))
 
 
 class PyramidBlock(ResidualBase):
@@ -234,6 +214,8 @@ class PyramidBlock(ResidualBase):
     No ReLU at the start or after the addition (their §3.2); the shortcut is
     a 2x2 average pooling on downsampling plus zero-padded channels.
     """
+
+    bn_relu2 = L.bn_relu('bn2')
 
     def __init__(self, in_channels, out_channels, stride=1, skip_ratio=0.0):
         super().__init__(in_channels, out_channels, stride, skip_ratio)
@@ -250,7 +232,7 @@ class PyramidBlock(ResidualBase):
 
     def branch(self, x):
         h = self.conv1(self.bn1(x))
-        h = self.conv2(self.bn2(h, relu=True))
+        h = self.conv2(self.bn_relu2(h))
         return self.bn3(h)
 
 
@@ -274,6 +256,8 @@ class ResidualNetBase(chainer.Chain):
     (a ``bn_final`` link), ``'relu'`` or ``None``. ``head_dropout`` > 0 puts
     dropout between the pooling and the classifier.
     """
+
+    bn_relu_final = L.bn_relu('bn_final')
 
     def __init__(self, stem, blocks, final=None, stem_name='bconv1', head_dropout=0.0, n_classes=10):
         super().__init__()
@@ -300,7 +284,7 @@ class ResidualNetBase(chainer.Chain):
         for name in self._block_names:
             h = self[name](h)
         if self._final == 'bn_relu':
-            h = self.bn_final(h, relu=True)
+            h = self.bn_relu_final(h)
         elif self._final == 'relu':
             h = F.relu(h)
         h = F.average(h, axis=(2, 3))

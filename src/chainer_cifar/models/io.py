@@ -12,9 +12,7 @@ import numpy
 from chainer import serializers
 
 from chainer_cifar.errors import UserError
-from chainer_cifar.models.registry import create_model
-
-MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
+from chainer_cifar.models.registry import create_model, model_options
 TRAIN_HINT = 'train one with `python src/train.py -p PREFIX`'
 DAMAGED_HINT = 'retrain it or use another file'
 
@@ -44,7 +42,7 @@ def _is_run_record(info):
         return False
     # The options become constructor arguments: flags or positive integers, as train.py writes them.
     return all(v is None or isinstance(v, bool) or (isinstance(v, int) and v > 0)
-               for v in (args.get(k) for k in MODEL_OPTIONS))
+               for v in (args.get(k) for k in model_options()))
 
 
 def read_weights(model_path):
@@ -78,7 +76,7 @@ def load_model(model_path, name=None, options=None, device=None):
     if not name:
         raise UserError('{} has no _run.json beside it; give the model with -m NAME (and its '
                         'options)'.format(model_path))
-    opts = {k: args.get(k) for k in MODEL_OPTIONS}
+    opts = {k: args.get(k) for k in model_options()}
     opts.update({k: v for k, v in (options or {}).items() if v is not None and v is not False})
     model = create_model(name, **opts)
     weights = read_weights(model_path)

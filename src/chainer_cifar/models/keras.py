@@ -9,9 +9,8 @@ import chainer
 import chainer.functions as F
 from chainer import initializers
 
-from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / pooling
-from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase, he_normal,
-                                         three_stage_plan)
+from chainer_cifar import links as L  # fast Convolution2D / BatchNormalization / ConvBN / pooling
+from chainer_cifar.models.blocks import ResidualBlock, ResidualNetBase, he_normal, three_stage_plan
 from chainer_cifar.models.registry import register_model
 
 KERAS = 'Keras CIFAR-10 experiments'
@@ -34,8 +33,8 @@ class KerasSimpleCNN(chainer.Chain):
             self.fc2 = L.Linear(128, 10, initialW=_glorot())
 
     def forward(self, x):
-        h = self.conv2(F.relu(self.conv1(x)))                   # 32 -> 30 -> 28
-        h = F.dropout(L.max_pooling_2d(h, 2, relu=True), 0.25)  # ReLU + pool -> 14
+        h = self.conv2(F.relu(self.conv1(x)))             # 32 -> 30 -> 28
+        h = F.dropout(L.relu_max_pooling_2d(h, 2), 0.25)  # ReLU + pool -> 14
         h = F.dropout(F.relu(self.fc1(h)), 0.5)
         return self.fc2(h)
 
@@ -55,7 +54,7 @@ class KerasDeepCNN(chainer.Chain):
                 names = []
                 for i in range(1, 4):
                     name = 'bconv{}_{}'.format(s, i)
-                    setattr(self, name, ConvBN(cin, width, 3, initialW=_glorot()))
+                    setattr(self, name, L.ConvBN(cin, width, 3, initialW=_glorot()))
                     names.append(name)
                     cin = width
                 self._stages.append(names)
@@ -83,7 +82,7 @@ class KerasResNetV1(ResidualNetBase):
         blocks = [ResidualBlock(cin, cout, stride, shortcut='projection', nobias=False,
                                 dropout=block_dropout)
                   for cin, cout, stride in three_stage_plan(n)]
-        stem = ConvBN(3, 16, 3, initialW=he_normal())
+        stem = L.ConvBN(3, 16, 3, initialW=he_normal())
         super().__init__(stem, blocks, head_dropout=head_dropout)
 
 
@@ -111,7 +110,7 @@ class AblationNet(chainer.Chain):
         self.gap, self.dropout = gap, dropout
         self._stages = []
         with self.init_scope():
-            self.stem = ConvBN(3, 64, 1, bn=bn, initialW=_glorot())
+            self.stem = L.ConvBN(3, 64, 1, bn=bn, initialW=_glorot())
             cin = 64
             for s, width in enumerate(self.widths, 1):
                 stride = 1 if s == 1 else 2
@@ -122,8 +121,8 @@ class AblationNet(chainer.Chain):
                     self._stages.append((name,))
                 else:
                     names = ('bconv{}_1'.format(s), 'bconv{}_2'.format(s))
-                    setattr(self, names[0], ConvBN(cin, width, 3, stride, bn=bn, initialW=_glorot()))
-                    setattr(self, names[1], ConvBN(width, width, 3, bn=bn, initialW=_glorot()))
+                    setattr(self, names[0], L.ConvBN(cin, width, 3, stride, bn=bn, initialW=_glorot()))
+                    setattr(self, names[1], L.ConvBN(width, width, 3, bn=bn, initialW=_glorot()))
                     self._stages.append(names)
                 cin = width
             self.fc = L.Linear(cin if gap else 8 * 8 * cin, 10, initialW=_glorot())

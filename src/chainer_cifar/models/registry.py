@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(name, **options)`` and ``list_models()``.
+"""Model registry: ``create_model(name, **options)``, ``list_models()`` and ``model_options()``.
 
 A model is one decorated factory::
 
@@ -6,9 +6,13 @@ A model is one decorated factory::
     def resnet20():
         return ResNet(BasicBlock, 3)
 
-``create_model`` passes a factory only the options its signature names;
-an option given a value (not ``None``) that the model does not take is an
-error, so ``--skip_depth`` on ``-m cnn`` is refused instead of ignored.
+The factories' signatures are the one list of model options: ``create_model``
+passes a factory only the options its signature names (an option given a value,
+not ``None``, that the model does not take is an error, so ``--skip_depth`` on
+``-m cnn`` is refused instead of ignored), and :func:`model_options` collects
+them for every front end that offers them as flags. An option is a flag (its
+default is a bool) or a positive whole number (an int default); what it means
+is said once, with :func:`describe_options`, beside the factories that take it.
 """
 import collections
 import inspect
@@ -16,8 +20,11 @@ import inspect
 from chainer_cifar.errors import UserError
 
 ModelInfo = collections.namedtuple('ModelInfo', 'name factory source description options')
+# kind: 'flag' (a bool) or 'count' (a positive whole number); defaults: {model name: its default}.
+ModelOption = collections.namedtuple('ModelOption', 'name kind meaning defaults')
 
 _REGISTRY = collections.OrderedDict()
+_MEANINGS = {}
 
 
 def register_model(name, source='', description=''):
@@ -25,11 +32,43 @@ def register_model(name, source='', description=''):
         if name in _REGISTRY:
             raise ValueError('model {!r} is registered twice'.format(name))
         params = inspect.signature(factory).parameters
+        for p in params.values():
+            if _kind(p.default) is None:
+                raise ValueError('model {!r}: option {!r} needs a bool or int default (a flag or a positive '
+                                 'whole number), not {!r}'.format(name, p.name, p.default))
         _REGISTRY[name] = ModelInfo(name, factory, source,
                                     description or (inspect.getdoc(factory) or '').split('\n')[0],
                                     tuple(params))
         return factory
     return decorate
+
+
+def describe_options(**meanings):
+    """Say what model options mean (``res_depth='blocks per stage'``): the help of their flags."""
+    _MEANINGS.update(meanings)
+
+
+def model_options():
+    """Every option a registered model takes, by name: ``{name: ModelOption}``."""
+    _load_builtin_models()
+    options = {}
+    for info in _REGISTRY.values():
+        for param in inspect.signature(info.factory).parameters.values():
+            if param.name not in options:
+                if param.name not in _MEANINGS:
+                    raise ValueError('model option {!r} of {!r} has no meaning: say it with '
+                                     'describe_options'.format(param.name, info.name))
+                options[param.name] = ModelOption(param.name, _kind(param.default), _MEANINGS[param.name], {})
+            options[param.name].defaults[info.name] = param.default
+    return collections.OrderedDict(sorted(options.items()))
+
+
+def _kind(default):
+    if isinstance(default, bool):
+        return 'flag'
+    if isinstance(default, int):
+        return 'count'
+    return None
 
 
 def list_models():

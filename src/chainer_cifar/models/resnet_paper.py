@@ -23,8 +23,8 @@ The test errors the paper reports are in :mod:`chainer_cifar.results.published`;
 left: the degradation experiment).
 """
 
-from chainer_cifar.models.blocks import (ConvBN, ResidualBlock, ResidualNetBase, he_normal,
-                                         three_stage_plan)
+from chainer_cifar import links as L  # ConvBN: conv-BN-ReLU
+from chainer_cifar.models.blocks import ResidualBlock, ResidualNetBase, he_normal, three_stage_plan
 from chainer_cifar.models.registry import register_model
 
 PAPER = 'He et al. 2015, §4.2 / Table 6'
@@ -39,7 +39,7 @@ class ResNet(ResidualNetBase):
     def __init__(self, n, plain=False):
         blocks = [ResidualBlock(cin, cout, stride, shortcut=None if plain else 'zero_pad', nobias=True)
                   for cin, cout, stride in three_stage_plan(n)]
-        stem = ConvBN(3, 16, 3, pad=1, nobias=True, initialW=he_normal())
+        stem = L.ConvBN(3, 16, 3, pad=1, nobias=True, initialW=he_normal())
         super().__init__(stem, blocks)
         self.n = n
         self.plain = plain

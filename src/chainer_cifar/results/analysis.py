@@ -16,6 +16,7 @@ import chainer.functions as F
 import numpy
 from PIL import Image
 
+from chainer_cifar import plots
 from chainer_cifar.data.build import STATS_NAME
 from chainer_cifar.data.pickles import atomic_write
 from chainer_cifar.errors import UserError
@@ -30,7 +31,6 @@ PREPROCESSING = {'image': 'mean', 'image_norm': 'norm', 'image_zca': 'zca', 'ima
 # Saved models are read by chainer_cifar.models.io (shared with evaluate.py); the
 # names stay here for the callers of this module.
 run_info, load_model = model_io.run_info, model_io.load_model
-MODEL_OPTIONS = model_io.MODEL_OPTIONS
 # Images are decoded whole before they are cropped; beyond this many pixels
 # (a 7000x7000 photo) decoding alone takes over 150 MB.
 MAX_PIXELS = 50 * 1000 * 1000
@@ -307,29 +307,19 @@ def write_saliency(images, maps, labels, targets, path):
 # ---------------------------------------------------------------- curves
 
 def write_curves(logs, path):
-    """Loss and error curves of several ``_log.csv`` files on one figure."""
+    """Loss and error curves of several ``_log.csv`` files on one figure, a run's split one colour in both."""
     from chainer_cifar.results.runs import load_run
-    plt = _pyplot()
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(12, 4.5))
+    loss, error = [], []
     for log in logs:
         run = load_run(log)
         epochs = [r['epoch'] for r in run.rows]
         scale = 100.0 if max(r['test_error'] for r in run.rows) <= 1.0 else 1.0
         for split, style in (('train', ':'), ('valid', '--'), ('test', '-')):
             if all(r.get(split + '_loss') is not None for r in run.rows):
-                line, = ax_loss.plot(epochs, [r[split + '_loss'] for r in run.rows], style,
-                                     label='{} {}'.format(run.prefix, split))
-                ax_err.plot(epochs, [r[split + '_error'] * scale for r in run.rows], style,
-                            color=line.get_color(), label='{} {}'.format(run.prefix, split))
-    ax_loss.set_ylabel('loss')
-    ax_err.set_ylabel('error (%)')
-    for ax in (ax_loss, ax_err):
-        ax.set_xlabel('epoch')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    return path
+                label, color = '{} {}'.format(run.prefix, split), 'C{}'.format(len(loss) % 10)
+                loss.append(plots.Line(epochs, [r[split + '_loss'] for r in run.rows], label, style, color))
+                error.append(plots.Line(epochs, [r[split + '_error'] * scale for r in run.rows], label, style, color))
+    return plots.plot_curves(path, [plots.Panel('loss', loss), plots.Panel('error (%)', error)], size=(6, 4.5))
 
 
 def _save(fig, path):

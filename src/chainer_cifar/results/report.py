@@ -13,8 +13,8 @@ Three tables, never mixed:
 """
 import collections
 import math
-import os
 
+from chainer_cifar import plots
 from chainer_cifar.errors import UserError
 from chainer_cifar.results import runs as runs_
 from chainer_cifar.results.published import published_for
@@ -225,28 +225,14 @@ def published_table():
 
 def plot(groups, path):
     """Overlay the test-error curves of every run, one colour per group."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    lines = []
     for i, g in enumerate(groups):
+        color = 'C{}'.format(i % 10)
         for j, s in enumerate(g.summaries):
             rows = s.run.rows
             scale = 100.0 if max(r['test_error'] for r in rows) <= 1.0 else 1.0
-            ax.plot([r['epoch'] for r in rows], [r['test_error'] * scale for r in rows],
-                    color=colors[i % len(colors)], alpha=0.8, lw=1,
-                    label=g.label if j == 0 else None)
-            ax.plot([s.best_epoch], [s.test_at_best], 'o', color=colors[i % len(colors)], ms=4)
-    from matplotlib.ticker import MaxNLocator
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title('test error per epoch, one line per seed; dot: epoch of best validation error', fontsize=9)
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('test error (%)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+            lines.append(plots.Line([r['epoch'] for r in rows], [r['test_error'] * scale for r in rows],
+                                    g.label if j == 0 else None, '-', color))
+            lines.append(plots.Line([s.best_epoch], [s.test_at_best], None, 'o', color))
+    plots.plot_curves(path, [plots.Panel('test error (%)', lines)], size=(8, 5),
+                      title='test error per epoch, one line per seed; dot: epoch of best validation error')

@@ -11,11 +11,11 @@ import os
 
 from chainer_cifar.data import augment
 from chainer_cifar.errors import UserError
+from chainer_cifar.models import registry
 
 OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'amsgrad')
 LR_SHAPES = ('multistep', 'cosine')
 DTYPES = ('float32', 'mixed16')
-MODEL_OPTIONS = ('res_depth', 'res_width', 'skip_depth', 'swapout')
 # ChainerMN's communicators, and those that work on GPU arrays only (``naive`` is the one
 # that takes host arrays). Here, not in distributed.py, so that checking the flags imports
 # neither Chainer nor MPI.
@@ -57,13 +57,27 @@ def labels_beside(images):
 def add_model_arguments(p):
     p.add_argument('-m', '--model', default='cnn',
                    help='model name; `python src/net.py` lists them (cnn, cnnbn, vgg, residual, ...)')
-    p.add_argument('--res_depth', type=int, default=None,
-                   help='residual models: blocks per stage (the model\'s default, 18 for residual)')
-    p.add_argument('--res_width', type=int, default=None,
-                   help='widening factor of models that take one (shake_residual; default 2)')
-    p.add_argument('--skip_depth', action='store_true',
-                   help='residual models: stochastic depth (randomly skip residual blocks)')
-    p.add_argument('--swapout', action='store_true', help='residual models: swapout')
+    add_model_option_arguments(p)
+
+
+def add_model_option_arguments(p, count_type=int):
+    """A flag for each option of the registered models (``models.registry.model_options``).
+
+    A flag option is ``store_true``; a whole-number one is parsed by
+    ``count_type`` and defaults to None, "the model's default".
+    """
+    for option in registry.model_options().values():
+        if option.kind == 'flag':
+            p.add_argument('--' + option.name, action='store_true', help='{}; models: {}'.format(
+                option.meaning, ', '.join(option.defaults)))
+        else:
+            p.add_argument('--' + option.name, type=count_type, default=None, help='{}; default: {}'.format(
+                option.meaning, ', '.join('{} {}'.format(m, d) for m, d in option.defaults.items())))
+
+
+def model_option_names(kind=None):
+    """The names of the model options (of one ``kind``: 'flag' or 'count')."""
+    return [name for name, option in registry.model_options().items() if kind in (None, option.kind)]
 
 
 def add_device_arguments(p):
@@ -175,7 +189,7 @@ def parse_args(argv=None):
 # (finite and in range) instead of refusing what is not.
 POSITIVE_FLOATS = ('lr', 'alpha', 'warmup_lr')
 NON_NEGATIVE_FLOATS = ('weight_decay', 'warmup_epochs')
-POSITIVE_INTS = ('batch_size', 'subset', 'res_depth', 'res_width', 'valid_size')  # None = not given
+POSITIVE_INTS = ('batch_size', 'subset', 'valid_size')  # and the whole-number model options; None = not given
 # NumPy's RandomState takes seeds 0..2**32-1; the run derives its other streams from --seed
 # modulo 2**32 (seeds.stream_seed), so every seed of this range works.
 SEED_RANGE = (0, 2 ** 32 - 1)
@@ -197,7 +211,7 @@ def check_numbers(args):
         if not (math.isfinite(value) and value >= 0):
             raise UserError('--{} must be >= 0 and finite (default {}), got {}'.format(
                 name, _default(name), value))
-    for name in POSITIVE_INTS:
+    for name in POSITIVE_INTS + tuple(model_option_names('count')):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             hint = ' (use --no_valid_data for none)' if name == 'valid_size' else ''
@@ -274,4 +288,4 @@ def check_distributed(args):
 
 def model_options(args):
     """The model options as ``create_model`` takes them (None/False = the model's default)."""
-    return {k: getattr(args, k) for k in MODEL_OPTIONS}
+    return {k: getattr(args, k) for k in model_option_names()}

@@ -14,11 +14,10 @@ import sys
 import threading
 import time
 
-import numpy
-
 from chainer import serializers, training
 from chainer.training import extensions as E
 
+from chainer_cifar import plots
 from chainer_cifar.data.pickles import atomic_write
 from chainer_cifar.errors import UserError
 
@@ -106,29 +105,20 @@ class CSVLog(training.Extension):
 
 
 def plot_curves(rows, loss_png, error_png):
-    """Loss and error (%) against epoch for train/valid/test; skipped without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    """Loss and error (%) against epoch for train/valid/test, one PNG each; skipped without matplotlib."""
     epochs = [r['epoch'] for r in rows]
     for path, what, scale, label in ((loss_png, 'loss', 1.0, 'loss'), (error_png, 'error', 100.0, 'error (%)')):
         if not path:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
+        lines = []
         for part in ('train', 'valid', 'test'):
             values = [r[part + '_' + what] for r in rows]
             if any(v is not None for v in values):
-                ax.plot(epochs, [numpy.nan if v is None else v * scale for v in values], marker='.', label=part)
-        ax.set_xlabel('epoch')
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=80))
-        plt.close(fig)
+                lines.append(plots.Line(epochs, [None if v is None else v * scale for v in values], part, '.-'))
+        try:
+            plots.plot_curves(path, [plots.Panel(label, lines)])
+        except ImportError:
+            return
 
 
 class BestModel(training.Extension):

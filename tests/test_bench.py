@@ -125,12 +125,16 @@ def test_model_options_dtypes_and_profile_go_into_the_json(tmp_path):
 def test_model_spec_parsing():
     assert bench.parse_model_spec('resnet20') == ('resnet20', {})
     assert bench.parse_model_spec('residual:res_depth=12,skip_depth=1') == (
-        'residual', {'res_depth': 12, 'skip_depth': 1})
+        'residual', {'res_depth': 12, 'skip_depth': True})
+    assert bench.parse_model_spec('residual:swapout=off') == ('residual', {'swapout': False})
 
 
 @pytest.mark.parametrize('argv, message', [
     (['--dtype', 'float64'], '--dtype float64'),
     (['--models', 'residual:res_depth'], 'expected key=value'),
+    (['--models', 'residual:depth=3'], "model 'residual' does not take --depth"),
+    (['--models', 'residual:res_depth=1.5'], 'expected a whole number'),
+    (['--models', 'residual:skip_depth=maybe'], 'expected 1 or 0'),
 ])
 def test_bad_bench_flags_are_one_error_line(argv, message, capsys):
     from chainer_cifar.errors import run_main
@@ -141,7 +145,7 @@ def test_bad_bench_flags_are_one_error_line(argv, message, capsys):
 
 
 def test_gpu_flag_without_a_usable_gpu_is_one_error_line(capsys):
-    from test_train_helpers import gpu_is_usable
+    from helpers import gpu_is_usable
     if gpu_is_usable(0):
         pytest.skip('GPU 0 is usable here')
     from chainer_cifar.errors import run_main

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from test_functions_direct_conv import native_available
+from helpers import native_available
 
 TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools')
 
@@ -92,7 +92,7 @@ def test_gpu_check_fails_when_the_device_gradient_is_off(capsys, monkeypatch):
 
 
 def test_gpu_check_without_a_usable_gpu_is_one_error_line():
-    from test_train_helpers import gpu_is_usable
+    from helpers import gpu_is_usable
     if gpu_is_usable(0):
         pytest.skip('GPU 0 is usable here')
     script = _load('gpu_check')
