@@ -16,7 +16,7 @@ import chainer_cifar  # noqa: E402,F401  (compat layer before chainer)
 from chainer_cifar.errors import run_main  # noqa: E402
 from chainer_cifar.functions import keep_memory  # noqa: E402
 from chainer_cifar.training import TrainingInterrupted, get_device, parse_args, train  # noqa: E402
-from chainer_cifar.training.args import build_parser, model_options  # noqa: E402
+from chainer_cifar.training.args import build_parser, labels_beside, model_options  # noqa: E402
 from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
 from chainer_cifar.training.extensions import sigterm_as_ctrl_c  # noqa: E402
 
@@ -100,8 +100,11 @@ def summary_lines(summary, args):
     lines.append('wrote {}: {}'.format(os.path.join(args.out, ''),
                                        ', '.join(os.path.basename(f) for f in summary.files)))
     q = shlex.quote  # commands to retype, whatever the paths hold
-    data = ''.join(' {} {}'.format(flag, q(getattr(args, name))) for flag, name in (('-d', 'dataset'), ('-l', 'label'))
-                   if getattr(args, name) != build_parser().get_default(name))
+    data = ''
+    if args.dataset != build_parser().get_default('dataset'):
+        data += ' -d {}'.format(q(args.dataset))
+    if args.label != labels_beside(args.dataset):  # evaluate.py takes the same default
+        data += ' -l {}'.format(q(args.label))
     gpu = ' -g {}'.format(args.gpu) if args.gpu >= 0 else ''
     steps = ['python src/analyze.py curves {}'.format(q(paths['log'])),
              'python src/evaluate.py {}{}{}'.format(q(paths['model']), gpu, data),

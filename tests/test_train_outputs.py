@@ -113,8 +113,9 @@ def test_the_summary_lists_every_file_and_next_steps_that_run(data, tmp_path, mo
     assert lines[0].startswith('best validation error ') and lines[1:] == [
         'wrote results/tiny/: ' + ', '.join([f.format('tiny') for f in FILES] + ['tiny_1.model']),
         'next: python src/analyze.py curves results/tiny/tiny_log.csv',
-        '      python src/evaluate.py results/tiny/tiny.model -d {} -l {}'.format(image, label),
+        '      python src/evaluate.py results/tiny/tiny.model -d {}'.format(image),  # -l: beside the images
         '      python src/compare.py report results/tiny']  # --quiet: the summary alone
+    assert os.path.dirname(label) == os.path.dirname(image)
     # Each next step runs as printed.
     mains = {'src/analyze.py': analyze_cli.main, 'src/evaluate.py': evaluate_cli.main,
              'src/compare.py': compare_cli.main}
