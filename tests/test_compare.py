@@ -204,6 +204,9 @@ def test_a_stopped_seed_stops_the_series(tmp_path):
 # flags are still checked by test_every_preset_command_line_is_accepted_by_train below.
 SHORT = ['-g', '-1', '--iter', '1', '--subset', '8', '--quiet']
 SLOW_PRESETS = {'resnet1202-paper', 'resnet1202-constant-depth', 'resnet1202-sd-paper'}
+# One step at lr 0.1 on 7 images sends a 1202-layer net's validation loss to NaN, which train.py (rightly)
+# stops as diverged; these presets take a smaller rate here, recorded as a change like the others.
+GENTLE = ['--lr', '0.001']
 
 
 @pytest.mark.parametrize('name', list(presets.PRESETS))
@@ -221,7 +224,8 @@ def test_every_preset_command_line_is_accepted_by_train(name, tmp_path):
 def test_every_preset_runs_a_short_schedule_on_the_real_partial_archive(name, mini_dataset, tmp_path,
                                                                        monkeypatch):
     monkeypatch.chdir(str(mini_dataset.parent))  # the presets' dataset/... paths are relative to the checkout
-    logs = compare.run_preset(name, [1], str(tmp_path), SHORT)
+    changes = SHORT + (GENTLE if name in SLOW_PRESETS else [])
+    logs = compare.run_preset(name, [1], str(tmp_path), changes)
     prefix = tmp_path / name / (name + '_s1')
     record = json.loads(open(str(prefix) + '_run.json').read())
     preset_args = presets.get_preset(name).args
@@ -235,7 +239,8 @@ def test_every_preset_runs_a_short_schedule_on_the_real_partial_archive(name, mi
             recorded = ','.join(recorded) or 'none' if isinstance(recorded, list) else recorded
             assert recorded == value, flag
     (group,) = report.group_runs([runs.load_run(p) for p in logs])
-    assert group.preset == name and group.label == name + ' (modified: --iter 1 --subset 8)'
+    assert group.preset == name and group.label == name + ' (modified: {})'.format(
+        ' '.join(a for a in changes if a not in ('-g', '-1', '--quiet')))
     assert not group.comparable
     assert group.dataset == ('PARTIAL 8,336 train / 1,017 test images, archive MD5 '
                              'c1366a7aca9f64f5a55aeab36eb1bc98 (first 8 images used)')
