@@ -90,12 +90,7 @@ class BatchNormalization(_L.BatchNormalization):
                 or x.ndim not in (2, 4) or self.avg_mean.ndim != 1
                 or getattr(x, 'layout', None) is not None):
             return self._stock(x, finetune, relu)
-        gamma = self.gamma
-        if gamma is None:
-            gamma, = self._get_gamma()
-        beta = self.beta
-        if beta is None:
-            beta, = self._get_beta()
+        gamma, beta = self._gamma_beta()
         if not use_fast(x, gamma, beta, self.avg_mean, self.avg_var):
             return self._stock(x, finetune, relu)
         if configuration.config.train:
@@ -111,16 +106,21 @@ class BatchNormalization(_L.BatchNormalization):
             (x, gamma, beta, self.avg_mean, self.avg_var))
         return F.relu(y) if relu else y
 
-    def _stock(self, x, finetune, relu):
-        """Chainer's ``forward`` (7.8.1) with its functions captured at import, then the ReLU."""
-        if self.avg_mean is None:
-            self._initialize_params(tuple(d for i, d in enumerate(x.shape) if i not in self.axis))
+    def _gamma_beta(self):
+        """The scale and shift, or constants of 1 and 0 where the link was built without them."""
         gamma = self.gamma
         if gamma is None:
             gamma, = self._get_gamma()
         beta = self.beta
         if beta is None:
             beta, = self._get_beta()
+        return gamma, beta
+
+    def _stock(self, x, finetune, relu):
+        """Chainer's ``forward`` (7.8.1) with its functions captured at import, then the ReLU."""
+        if self.avg_mean is None:
+            self._initialize_params(tuple(d for i, d in enumerate(x.shape) if i not in self.axis))
+        gamma, beta = self._gamma_beta()
         if configuration.config.train:
             if finetune:
                 self.N += 1
