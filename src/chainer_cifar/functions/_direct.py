@@ -212,7 +212,7 @@ def _pad_images(x, g, pad):
     """``x`` (m, C, H, W) zero-padded by ``pad`` into a new ``(m, C, sx, Hp, Wq)`` array (see :func:`_geometry`).
 
     One C pass (``cc_pad_f32``) for a contiguous float32 ``x``, else NumPy's
-    strided copies (the reference; 1.1-1.6x slower on ResNet-20's shapes,
+    strided copies (the reference, and slower on ResNet-20's shapes:
     ``tools/native_layers.py``).
     """
     m, c, h, w = x.shape

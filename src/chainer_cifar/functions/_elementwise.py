@@ -1,15 +1,15 @@
 """Element-wise steps of the fused kernels, written for NumPy's vectorised paths.
 
-Measured on the benchmark machine (NumPy 1.26, AVX2, one core, 1 MiB of
-float32): ``numpy.maximum(a, 0)`` takes 129 us, ``numpy.maximum`` against a
-zero row broadcast along the rows of the same data 60-72 us (the scalar
-operand misses the SIMD loop); ``numpy.einsum('ncr,ncr->c', d, d)`` takes 57
-us, the same sums of squares as a batched ``matmul`` of each row with itself
-20 us.
+NumPy's SIMD loops are not taken by every spelling of the same operation:
+``numpy.maximum(a, 0)`` with a scalar operand misses them, while a zero row
+broadcast along the rows hits them, and sums of squares run faster as a
+batched ``matmul`` of each row with itself than through ``einsum``. The
+helpers here pick the spelling that hits the fast loop
+(``tools/native_layers.py`` times the layers that use them).
 """
 import numpy
 
-_ROW = 1024  # a zero row this long broadcasts at full speed (rows of 16 take 3x as long)
+_ROW = 1024  # a zero row this long broadcasts at full speed (short rows are much slower)
 _constants = {}
 
 

@@ -4,9 +4,9 @@ A training step allocates and frees the same large arrays every iteration
 (layer outputs, im2col chunks, BatchNormalization's centred input: 1-35 MB
 each). glibc serves buffers above its mmap threshold with fresh ``mmap``
 pages and unmaps them on free, and trims the heap's free top back to the
-kernel: every step then page-faults its whole working set in again. On the
-benchmark machine (a KVM guest) ResNet-20 training ran at 179 img/s with
-glibc's defaults and 197 with the buffers kept (docs/performance.md).
+kernel: every step then page-faults its whole working set in again, which
+costs most on a virtual machine (``tools/bench.py`` with
+``CHAINER_CIFAR_KEEP_MEMORY=0`` shows the difference).
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``, so freed
 buffers are reused by the next step as PyTorch's caching allocator reuses

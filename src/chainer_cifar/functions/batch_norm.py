@@ -62,8 +62,8 @@ def _as3(a):
 # of float32): each pass over a group runs while the group is still in the
 # cache, and the groups are dealt to the threads. The groups do not depend on
 # the number of threads, and the partial sums are added in group order in
-# float64: the same result for any thread count. (Smaller groups cost more
-# in per-call overhead than they save; measured on the benchmark machine.)
+# float64: the same result for any thread count. (Much smaller groups cost
+# more in per-call overhead than the cache saves.)
 _GROUP_ELEMENTS = 1 << 18
 
 

@@ -129,7 +129,7 @@ def _new_columns(shape, dtype, ones):
     its last column adds the bias for free (inference), so the write to NCHW
     is a plain copy that can apply the ReLU on the way.
     """
-    size = math.prod(shape)  # (numpy.prod costs 20 us a call)
+    size = math.prod(shape)  # (numpy.prod is slow on a short tuple)
     if not ones:
         return numpy.empty(shape, dtype=dtype)
     buf = numpy.empty(size + size // (shape[0] * shape[1] * shape[2]), dtype=dtype)
@@ -520,11 +520,11 @@ def _finite(a):
 def _gemm_wcol(W, col):
     """``W @ col`` (a view of shape (O, L)) computed as ``(colᵀ @ Wᵀ)ᵀ``.
 
-    The same product, but OpenBLAS runs it 15-35 % faster for few output
-    channels O and many columns L (measured single-threaded on the benchmark
-    machine: 33 -> 44 GFLOP/s for O=16, K=144; 50 -> 61 for O=32, K=288).
-    The callers read the result through a transposing copy anyway. Above
-    O=32 the plain product is used.
+    The same product, but OpenBLAS's kernels are faster with the long
+    dimension L as the product's rows when there are few output channels O
+    (``tools/native_layers.py`` times the layers). The callers read the
+    result through a transposing copy anyway. Above O=32 the plain product
+    is used.
     """
     if W.shape[0] > 32:  # wide outputs: no gain, and the transposed read costs more
         return numpy.dot(W, col)
