@@ -152,3 +152,21 @@ def test_gpu_check_reports_a_model_that_breaks_and_checks_the_others(capsys, mon
     rows = {(r[0], r[1]): r for r in _rows(capsys.readouterr().out)}
     assert rows[('cnn', '-')][-1] == 'FAIL: TypeError: Expect: lhs.dtype == rhs.dtype Actual: float64 != float32'
     assert rows[('resnet20', 'train')][-1] == 'ok'
+
+
+def test_evidence_resumes_a_stopped_run_from_its_snapshot_or_checkpoint_and_skips_a_finished_one(tmp_path):
+    evidence = _load('evidence')
+    chainer_run = evidence.Run('resnet56-paper', 1, 'chainer', str(tmp_path), -1)
+    control = evidence.Run('resnet56-paper', 1, 'pytorch', str(tmp_path), -1)
+    assert '--resume' not in chainer_run.argv() and '--resume' not in control.argv()  # nothing there yet
+    os.makedirs(chainer_run.folder)
+    for run in (chainer_run, control):
+        with open(run.record, 'w') as f:
+            f.write('{"status": "interrupted"}')
+    open(chainer_run.snapshot, 'w').close()
+    open(control.checkpoint, 'w').close()
+    assert chainer_run.argv()[-2:] == ['--resume', chainer_run.snapshot]
+    assert control.argv()[-1] == '--resume' and control.argv()[:-1] == control.command
+    with open(chainer_run.record, 'w') as f:
+        f.write('{"status": "finished"}')
+    assert chainer_run.status() == 'finished'

@@ -339,3 +339,66 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_records_it_interrupted(tmp_path,
     meta = load_run(prefix + '1_log.csv').meta
     assert (meta['status'], meta['epochs']) == ('interrupted', 1)
     assert not os.path.exists(prefix + '2_run.json')  # the series stopped
+
+
+def _log_rows(prefix):
+    with open(prefix + '_log.csv', newline='') as f:
+        return [dict(r, elapsed=None) for r in csv.DictReader(f)]
+
+
+def test_resume_continues_from_the_checkpoint_with_the_numbers_of_an_uninterrupted_run(tmp_path, capsys):
+    image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)
+
+    def control(runs_dir, iters, *extra):
+        argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', str(iters), '-d', image,
+                '-l', label, '--runs_dir', str(tmp_path / runs_dir), '--quiet'] + list(extra)
+        assert run_main(tc.main, argv) == 0
+        return os.path.join(presets.run_dir(str(tmp_path / runs_dir), 'resnet20-paper', 'partial'),
+                            'resnet20-paper_torch_s1')
+
+    straight = control('straight', 3)
+    control('stopped', 2)
+    resumed = control('stopped', 3, '--resume')
+    assert len(_log_rows(straight)) == 3 and _log_rows(resumed) == _log_rows(straight)
+    a, b = load_run(straight + '_log.csv').meta, load_run(resumed + '_log.csv').meta
+    for key in ('status', 'epochs', 'best_epoch', 'best_valid_error', 'test_error_at_best'):
+        assert a[key] == b[key], key
+
+    # Without --resume a seed starts over, and overwrites the checkpoint.
+    restarted = control('stopped', 1)
+    assert _log_rows(restarted) == _log_rows(straight)[:1]
+
+
+@pytest.mark.parametrize('change', [['--subset', '30'], ['-g', '-2']], ids=['subset', 'gpu'])
+def test_a_resume_that_changes_the_recipe_is_one_error_line_naming_the_change(change, tmp_path, capsys):
+    image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)
+    argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', '1', '-d', image, '-l', label,
+            '--runs_dir', str(tmp_path / 'results'), '--quiet']
+    assert run_main(tc.main, argv) == 0
+    prefix = os.path.join(presets.run_dir(str(tmp_path / 'results'), 'resnet20-paper', 'partial'),
+                          'resnet20-paper_torch_s1')
+    log = open(prefix + '_log.csv').read()
+    capsys.readouterr()
+    assert run_main(tc.main, argv + ['--resume', '--iter', '2'] + change) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'another recipe' in err[0] and change[-1] in err[0]
+    assert open(prefix + '_log.csv').read() == log  # nothing written
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path, capsys):
+    image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)
+    folder = presets.run_dir(str(tmp_path / 'results'), 'resnet20-paper', 'partial')
+    os.makedirs(folder)
+    marker = tmp_path / 'ran'
+
+    class Payload(object):
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    torch.save({'recipe': Payload()}, os.path.join(folder, 'resnet20-paper_torch_s1.ckpt'))
+    argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', '1', '-d', image, '-l', label,
+            '--runs_dir', str(tmp_path / 'results'), '--quiet', '--resume']
+    assert run_main(tc.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'is not a checkpoint of this tool' in err[0]
+    assert not marker.exists()

@@ -12,7 +12,7 @@ control, writing to ``RUNS_DIR/partial/PRESET/``. This tool only schedules
 them: in the table's order (or the longest first), at most ``--jobs`` at a time, each single-threaded
 on the CPU side (OMP/BLAS/PyTorch threads 1) so that many share a GPU
 machine's cores. A run whose ``_run.json`` says ``finished`` is skipped; a
-Chainer run that was stopped resumes from its snapshot. At ``--deadline``
+Chainer run that was stopped resumes from its snapshot, a control run from its checkpoint. At ``--deadline``
 seconds every run still going gets SIGINT (train.py writes its snapshot and
 records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
 to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
@@ -56,6 +56,7 @@ class Run(object):
         self.folder = presets.run_dir(runs_dir, preset, 'partial')
         self.record = os.path.join(self.folder, self.name + '_run.json')
         self.snapshot = os.path.join(self.folder, self.name + '.snapshot')
+        self.checkpoint = os.path.join(self.folder, self.name + '.ckpt')
         self.cost = COST.get(preset, 1.0) * (CONTROL_COST if framework == 'pytorch' else 1.0)
         script = 'src/compare.py run' if framework == 'chainer' else 'tools/torch_control.py'
         self.command = ([sys.executable] + script.split() +
@@ -75,6 +76,8 @@ class Run(object):
     def argv(self):
         if self.framework == 'chainer' and self.status() == 'interrupted' and os.path.isfile(self.snapshot):
             return self.command + ['--resume', self.snapshot]
+        if self.framework == 'pytorch' and os.path.isfile(self.checkpoint):
+            return self.command + ['--resume']  # the control's checkpoint holds only finished epochs
         return self.command
 
 

@@ -25,9 +25,17 @@ float32, as CuPy computes it); ``--deterministic`` makes GPU runs repeatable.
 Only the recipes it implements are accepted; any other flag value (model,
 optimizer, schedule shape, augmentation, dtype, ...) is one ``error:`` line.
 ``--iter N`` and ``--subset N`` shorten a run and are recorded as overrides.
+
+After every epoch the run's state (weights, momentum, the random streams, the
+log so far) goes to ``PRESET_torch_sSEED.ckpt``; ``--resume`` continues each
+seed from it, with the same numbers as an uninterrupted run on the same
+device. A resume that changes the recipe is refused (a longer ``--iter`` is
+allowed). The checkpoint is read with ``torch.load(weights_only=True)``: it
+cannot run code.
 """
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -242,8 +250,51 @@ def device_label(device):
     return device_name(chainer.get_device('@numpy'))
 
 
-def train(args, device, sidecar):
-    """Train one seed as ``args`` say, writing ``<prefix>_log.csv``, ``_run.json`` and ``_preset.json``."""
+def recipe_argv(argv):
+    """A run's flags without those a resume may change: ``--iter``, ``--quiet``, and where the files go."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ('--iter', '--out', '-p'):
+            skip = True
+        elif a != '--quiet':
+            kept.append(a)
+    return kept
+
+
+def save_checkpoint(path, model, optimizer, generators, rows, record, recipe):
+    state = {'model': model.state_dict(), 'momentum': optimizer.v,
+             'generators': [g.get_state() for g in generators],
+             'rows': json.dumps(rows), 'record': json.dumps(record), 'recipe': json.dumps(recipe)}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path, model, optimizer, generators, recipe, device):
+    """Restore the state :func:`save_checkpoint` wrote: ``(rows, record)``; a changed recipe is a UserError."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        saved = json.loads(state['recipe'])
+    except Exception as e:  # truncated, not a checkpoint, or holding more than tensors and plain data
+        raise UserError('--resume: {} is not a checkpoint of this tool ({}: {}); delete it to start the seed '
+                        'over'.format(path, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
+    if saved != recipe:
+        changed = sorted(set(saved) ^ set(recipe))
+        raise UserError('--resume: {} was trained with another recipe (differing: {}); resume with the same '
+                        'flags, or delete it to start the seed over'.format(path, ' '.join(changed)))
+    model.load_state_dict(state['model'])
+    for v, saved_v in zip(optimizer.v, state['momentum']):
+        v.copy_(saved_v)
+    for g, saved_g in zip(generators, state['generators']):
+        g.set_state(saved_g.cpu())  # a generator's state is a CPU byte tensor on every device
+    return json.loads(state['rows']), json.loads(state['record'])
+
+
+def train(args, device, sidecar, resume=False):
+    """Train one seed as ``args`` say, writing ``<prefix>_log.csv``, ``_run.json`` and ``_preset.json``.
+
+    With ``resume``, a seed whose ``<prefix>.ckpt`` exists continues from it.
+    """
     torch.manual_seed(args.seed)  # the initial weights: drawn on the CPU, the same on every device
     model = ResNet(MODELS[args.model]).to(device)
     splits = load_splits(args)
@@ -261,15 +312,23 @@ def train(args, device, sidecar):
                   dataset=dataset_info(args.dataset), start_time=datetime.datetime.now().isoformat(), end_time=None,
                   wall_seconds=None, status='running', epochs=0, best_epoch=0, best_valid_error=None,
                   test_error_at_best=None, framework='pytorch')
+    recipe = recipe_argv(sidecar['argv'])
+    checkpoint = base + '.ckpt'
+    rows = []
+    if resume and os.path.isfile(checkpoint):
+        rows, saved = load_checkpoint(checkpoint, model, optimizer, (order_gen, augment_gen), recipe, device)
+        record.update({k: saved[k] for k in ('start_time', 'best_epoch', 'best_valid_error', 'test_error_at_best')})
     write_json(base + '_preset.json', sidecar)
     write_json(base + '_run.json', record)
     if not args.quiet:
         print('{}: {:,} parameters; {n_train} train / {n_valid} valid / {n_test} test images; {}'.format(
             args.model, record['parameters'], device, **sizes), flush=True)
 
-    rows, best_error, status, t0 = [], float('inf'), 'failed', time.time()
+    # As BestModel: the first epoch of the lowest validation error.
+    best_error = min([r['valid_error'] for r in rows if r['valid_error'] is not None] or [float('inf')])
+    status, t0 = 'failed', time.time() - (rows[-1]['elapsed'] if rows else 0.0)
     try:
-        for epoch in range(1, args.iter + 1):
+        for epoch in range(len(rows) + 1, args.iter + 1):
             train_loss, train_error, lr = train_epoch(model, optimizer, args, *data['train'], epoch - 1,
                                                       order_gen, augment_gen)
             if not math.isfinite(train_loss):
@@ -287,6 +346,7 @@ def train(args, device, sidecar):
             if valid_error is None or valid_error < best_error:
                 best_error = best_error if valid_error is None else valid_error
                 record.update(best_epoch=epoch, best_valid_error=valid_error, test_error_at_best=test_error)
+            save_checkpoint(checkpoint, model, optimizer, (order_gen, augment_gen), rows, record, recipe)
             if not args.quiet:
                 print('epoch {}/{}  train loss {:.4f} error {:.2%}  valid error {}  test error {:.2%}  lr {:g}  '
                       '{:.1f} s'.format(epoch, args.iter, train_loss, train_error,
@@ -339,6 +399,8 @@ def build_parser():
                    help='GPU: deterministic algorithms instead of cuDNN autotuning (slower, repeatable)')
     p.add_argument('--iter', type=int, help='override: train this many epochs (recorded as a change to the recipe)')
     p.add_argument('--subset', type=int, help='override: only the first N training and test images (recorded)')
+    p.add_argument('--resume', action='store_true',
+                   help='continue each seed from its checkpoint PRESET_torch_sSEED.ckpt where there is one')
     return p
 
 
@@ -384,7 +446,7 @@ def main(argv=None):
             if not args.quiet:
                 print('== {} seed {} (PyTorch control): {}'.format(opts.preset, args.seed, ' '.join(sidecar['argv'])),
                       flush=True)
-            train(args, device, sidecar)
+            train(args, device, sidecar, resume=opts.resume)
     return 0
 
 
