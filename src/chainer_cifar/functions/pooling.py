@@ -425,12 +425,16 @@ class MaxPooling2DFast(function_node.FunctionNode):
         return MaxPooling2DGrad(self.geo, self.idx, self.mask).apply(grad_outputs)
 
 
-class MaxPooling2DGrad(function_node.FunctionNode):
+class _MaxPoolingLinear(function_node.FunctionNode):
+    """A linear map fixed by the forward pass's argmax indices (and ReLU mask): each is the other's gradient."""
 
     def __init__(self, geo, idx, mask=None):
         self.geo = geo
         self.idx = idx
         self.mask = mask
+
+
+class MaxPooling2DGrad(_MaxPoolingLinear):
 
     def forward_cpu(self, inputs):
         gy, = inputs
@@ -440,12 +444,7 @@ class MaxPooling2DGrad(function_node.FunctionNode):
         return MaxPooling2DGradGrad(self.geo, self.idx, self.mask).apply(grad_outputs)
 
 
-class MaxPooling2DGradGrad(function_node.FunctionNode):
-
-    def __init__(self, geo, idx, mask=None):
-        self.geo = geo
-        self.idx = idx
-        self.mask = mask
+class MaxPooling2DGradGrad(_MaxPoolingLinear):
 
     def forward_cpu(self, inputs):
         ggx, = inputs
