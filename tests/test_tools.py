@@ -7,6 +7,7 @@ per layer (or per ``--accumulate`` value) with positive numbers.
 import importlib.util
 import os
 import re
+import sys
 
 import pytest
 
@@ -170,3 +171,31 @@ def test_evidence_resumes_a_stopped_run_from_its_snapshot_or_checkpoint_and_skip
     with open(chainer_run.record, 'w') as f:
         f.write('{"status": "finished"}')
     assert chainer_run.status() == 'finished'
+
+
+def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_the_deadline(tmp_path):
+    evidence = _load('evidence')
+    # Stand-ins for the training commands: each records "running", then "finished" after `seconds`,
+    # or "interrupted" when the deadline's SIGINT arrives first (as train.py and the control do).
+    script = ('import json, sys, time\n'
+              'path, seconds = sys.argv[1], float(sys.argv[2])\n'
+              'json.dump({"status": "running"}, open(path, "w"))\n'
+              'try:\n'
+              '    time.sleep(seconds)\n'
+              '    json.dump({"status": "finished"}, open(path, "w"))\n'
+              'except KeyboardInterrupt:\n'
+              '    json.dump({"status": "interrupted"}, open(path, "w"))\n')
+    runs = evidence.plan(str(tmp_path), -1, evidence.parse_only('resnet20-paper:chainer'))
+    assert [r.name for r in runs] == ['resnet20-paper_s1', 'resnet20-paper_s2', 'resnet20-paper_s3']
+    os.makedirs(runs[0].folder)
+    with open(runs[0].record, 'w') as f:
+        f.write('{"status": "finished"}')
+    for r, seconds in zip(runs, (0, 0.2, 60)):
+        r.command = [sys.executable, '-c', script, r.record, str(seconds)]
+    said = []
+    evidence.execute(runs, jobs=1, deadline=3, log_dir=str(tmp_path / 'logs'), say=said.append)
+    assert said[0] == 'skip resnet20-paper_s1 (finished)'
+    assert [r.status() for r in runs] == ['finished', 'finished', 'interrupted']
+    assert runs[0].process is None and runs[2].process.returncode is not None
+    assert runs[2].started >= runs[1].ended  # one job at a time
+    assert any('deadline: stopping 1 run(s)' in line for line in said)
