@@ -26,6 +26,9 @@ from chainer_cifar.functions import convolution as conv
 from chainer_cifar.functions.convolution import Convolution2DFast
 from helpers import native_available
 
+# NumPy warns of the NaN and inf these tests feed in on purpose.
+pytestmark = pytest.mark.filterwarnings('ignore::RuntimeWarning')
+
 NAN, INF = numpy.nan, numpy.inf
 
 
