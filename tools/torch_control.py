@@ -318,6 +318,7 @@ def train(args, device, sidecar, resume=False):
     if resume and os.path.isfile(checkpoint):
         rows, saved = load_checkpoint(checkpoint, model, optimizer, (order_gen, augment_gen), recipe, device)
         record.update({k: saved[k] for k in ('start_time', 'best_epoch', 'best_valid_error', 'test_error_at_best')})
+        record['epochs'] = len(rows)  # the run record says how far the run is while it goes on
     write_json(base + '_preset.json', sidecar)
     write_json(base + '_run.json', record)
     if not args.quiet:
