@@ -141,6 +141,7 @@ class BatchNormalization(_L.BatchNormalization):
                 x, gamma, beta, self.avg_mean, self.avg_var, self.eps, axis=self.axis)
         return F.relu(y) if relu else y
 
+
 class ConvBN(chainer.Chain):
     """conv -> BN -> ReLU, each of BN and ReLU optional: the original's ``BatchConv2D``.
 

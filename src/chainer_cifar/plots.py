@@ -7,7 +7,6 @@ by side (``results.analysis``); each says what to draw as :class:`Line` s in
 panels, and :func:`plot_curves` draws and writes it.
 """
 import collections
-import os
 
 from chainer_cifar.data.pickles import atomic_write
 
@@ -44,8 +43,6 @@ def plot_curves(path, panels, size=(6, 4), title=None):
         if title:
             fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
         atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
     finally:
         plt.close(fig)
