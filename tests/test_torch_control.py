@@ -15,7 +15,6 @@ import chainer.functions as F  # noqa: E402
 
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.models import create_model  # noqa: E402
-from chainer_cifar.models.blocks import three_stage_plan  # noqa: E402
 from chainer_cifar.models.resnet_paper import ResNet as ChainerResNet  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.results.runs import load_run  # noqa: E402
@@ -28,81 +27,9 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 import torch_control as tc  # noqa: E402
+from weight_map import carray, copy_into_chainer, mapped  # noqa: E402
 
 RTOL = 1e-10
-
-
-# ---------------------------------------------------------------- the control's weights in the Chainer model
-
-def stream_permutations(n):
-    """Per block ``(in, out)``: the control's channel c of the residual stream is Chainer's channel ``perm[c]``.
-
-    Chainer's option-A shortcut puts the new zero channels in front ([0, x]); the
-    control pads both sides ([0, x, 0]). Both are the same network once each
-    transition's output channels are renumbered: x's channel k sits at ``p + k``
-    in the control and at ``m + perm_in[k]`` in Chainer, and the zero channels
-    take Chainer's first ``m`` in order.
-    """
-    perm, plan = numpy.arange(16), []
-    for cin, cout, _ in three_stage_plan(n):
-        out = perm
-        if cout != cin:
-            p, m = cout // 4, cout - cin
-            out = numpy.empty(cout, dtype=int)
-            out[numpy.r_[0:p, p + cin:cout]] = numpy.arange(m)
-            out[p:p + cin] = m + perm
-        plan.append((perm, out))
-        perm = out
-    return plan
-
-
-def paired(tmodel, cmodel, n):
-    """``[(chainer link, torch module, out channels, in channels)]`` for every conv, BN and the fc.
-
-    The control's output channel c of a layer is Chainer's ``out[c]``, its input channel d Chainer's ``in[d]``.
-    """
-    same = numpy.arange
-    pairs = [(cmodel.bconv1.conv, tmodel.conv1, same(16), same(3)), (cmodel.bconv1.bn, tmodel.bn1, same(16), None)]
-    tblocks = [b for stage in (tmodel.layer1, tmodel.layer2, tmodel.layer3) for b in stage]
-    plan = stream_permutations(n)
-    for i, (tb, (pin, pout)) in enumerate(zip(tblocks, plan)):
-        cb, width = cmodel['res{}'.format(i + 1)], len(pout)
-        pairs += [(cb.conv1, tb.conv1, same(width), pin), (cb.bn1, tb.bn1, same(width), None),
-                  (cb.conv2, tb.conv2, pout, same(width)), (cb.bn2, tb.bn2, pout, None)]
-    pairs.append((cmodel['fc{}'.format(3 * n + 2)], tmodel.fc, same(10), plan[-1][1]))
-    return pairs
-
-
-def mapped(pairs, buffers=False):
-    """``[(name, Chainer array holder, torch tensor, index)]``: parameters, or the BN statistics."""
-    rows = []
-    for clink, tmod, out, in_ in pairs:
-        if hasattr(clink, 'gamma'):
-            names = (('avg_mean', 'running_mean'), ('avg_var', 'running_var')) if buffers else \
-                (('gamma', 'weight'), ('beta', 'bias'))
-        else:
-            names = () if buffers else (('W', 'weight'), ('b', 'bias'))
-        for cname, tname in names:
-            if getattr(clink, cname, None) is None:
-                continue
-            index = numpy.ix_(out, in_) if cname == 'W' else out
-            rows.append((clink.name + '/' + cname, clink, cname, getattr(tmod, tname), index))
-    return rows
-
-
-def carray(clink, cname):
-    a = getattr(clink, cname)
-    return a.array if isinstance(a, chainer.Variable) else a
-
-
-def copy_into_chainer(tmodel, cmodel, n):
-    """The control's weights and BN statistics, renumbered, into the Chainer model; returns the pairs."""
-    pairs = paired(tmodel, cmodel, n)
-    for _, clink, cname, t, index in mapped(pairs) + mapped(pairs, buffers=True):
-        a = carray(clink, cname)
-        assert a.shape == tuple(t.shape)
-        a[index] = t.detach().numpy()
-    return pairs
 
 
 def assert_close(chainer_value, torch_value, what):
@@ -402,3 +329,34 @@ def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'is not a checkpoint of this tool' in err[0]
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- tools/lockstep.py
+
+def test_lockstep_steps_chainer_beside_the_control_run_from_its_weights_and_batches(tmp_path, capsys):
+    import lockstep
+    image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)  # one batch per epoch
+    out = str(tmp_path / 'lockstep.csv')
+    lockstep.main(['resnet20-paper', '--seed', '1', '--steps', '2', '--baseline', '-d', image, '-l', label,
+                   '--out', out, '--quiet'])
+    with open(out, newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['step'] for r in rows] == ['1', '2'] and rows[0]['lr'] == '0.1'
+    # Its control side is the control run of that seed: the same first-epoch (= first-batch) loss.
+    assert run_main(tc.main, ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', '1', '-d', image,
+                              '-l', label, '--runs_dir', str(tmp_path / 'results'), '--quiet', '--threads', '1']) == 0
+    run = os.path.join(presets.run_dir(str(tmp_path / 'results'), 'resnet20-paper', 'partial'),
+                       'resnet20-paper_torch_s1')
+    assert float(rows[0]['control_loss']) == pytest.approx(float(_log_rows(run)[0]['train_loss']), rel=1e-6)
+    # From the same weights on the same batch, Chainer's first loss is the control's up to float32 rounding.
+    assert float(rows[0]['chainer_loss']) == pytest.approx(float(rows[0]['control_loss']), rel=1e-5)
+    assert 0 < float(rows[0]['param_distance']) < 1e-4
+    assert 0 < float(rows[0]['baseline_param_distance']) < 1e-4
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith('.')]  # written atomically
+
+
+def test_lockstep_refuses_a_recipe_the_control_does_not_implement(capsys):
+    import lockstep
+    assert run_main(lockstep.main, ['article-cnn', '--steps', '1']) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: the PyTorch control does not implement -m cnn')
