@@ -52,16 +52,29 @@ def test_results_md_shows_the_published_table_generated_from_published_py():
     assert published_table() in open(os.path.join(DOCS, 'results.md'), encoding='utf-8').read()
 
 
-def test_every_relative_link_in_the_readme_and_docs_resolves():
+def _slug(heading):
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
+
+
+def test_every_relative_link_in_the_readme_and_docs_names_a_file_and_heading_that_exist():
     root = os.path.dirname(DOCS)
-    pages = [os.path.join(root, 'README.md')] + [os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith('.md')]
+    pages = [os.path.join(root, 'README.md')] + sorted(
+        os.path.join(d, n) for d, _, names in os.walk(DOCS) for n in names if n.endswith('.md'))
     broken = []
     for page in pages:
-        text = open(page, encoding='utf-8').read()
+        with open(page, encoding='utf-8') as f:
+            text = f.read()
         for target in re.findall(r'\]\(([^)\s]+)\)', text):
-            if re.match(r'[a-z]+:', target) or target.startswith('#'):
-                continue
-            path = os.path.normpath(os.path.join(os.path.dirname(page), target.split('#')[0]))
-            if not os.path.exists(path):
+            if re.match(r'[a-z]+:', target):
+                continue  # a URL
+            path, _, anchor = target.partition('#')
+            full = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+            if not os.path.exists(full):
                 broken.append('{} -> {}'.format(os.path.relpath(page, root), target))
+            elif anchor and full.endswith('.md'):
+                with open(full, encoding='utf-8') as f:
+                    slugs = {_slug(line.lstrip('#')) for line in f if line.startswith('#')}
+                if anchor not in slugs:
+                    broken.append('{} -> {} (no such heading)'.format(os.path.relpath(page, root), target))
     assert broken == []
