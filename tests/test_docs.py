@@ -78,3 +78,29 @@ def test_every_relative_link_in_the_readme_and_docs_names_a_file_and_heading_tha
                 if anchor not in slugs:
                     broken.append('{} -> {} (no such heading)'.format(os.path.relpath(page, root), target))
     assert broken == []
+
+
+def _protocol_groups():
+    import compare  # src/compare.py
+    from chainer_cifar.results import report, runs
+    logs = compare.find_logs([os.path.join(DOCS, 'results', 'partial')])
+    return report.group_runs([runs.load_run(p) for p in logs])
+
+
+def test_results_md_shows_the_measured_table_its_committed_logs_give():
+    from chainer_cifar.results import report
+    rows = [line for line in report.protocol_table(_protocol_groups()) if line.startswith('| ')]
+    text = open(os.path.join(DOCS, 'results.md'), encoding='utf-8').read()
+    assert len(rows) > 2 and [row for row in rows if row not in text] == []
+
+
+def test_every_number_in_the_readme_results_table_comes_from_the_committed_logs():
+    from chainer_cifar.results import report
+    groups = _protocol_groups()
+    known = set(re.findall(r'\d+\.\d\d', '\n'.join(report.protocol_table(groups))))
+    known |= {'{:.2f}'.format(s.test_at_best) for g in groups for s in g.summaries}  # one seed's number
+    readme = open(os.path.join(os.path.dirname(DOCS), 'README.md'), encoding='utf-8').read()
+    shown = readme[readme.index('## What has been shown'):readme.index('## Quick start')]
+    rows = [line for line in shown.splitlines() if line.startswith('| ResNet')]
+    numbers = [n for row in rows for n in re.findall(r'\d+\.\d\d', row.split(' | ')[1] + row.split(' | ')[2])]
+    assert rows and numbers and [n for n in numbers if n not in known] == []
