@@ -13,8 +13,8 @@ the control with ``torch_control``'s. Both compute in float32 on the CPU, as
 the runs do.
 
 A difference in the recipe shows at the first step (as in float64 in
-``tests/test_torch_control.py``); rounding alone starts near 1e-7 and grows
-only as fast as the training dynamics amplify it. ``--baseline`` adds a third
+``tests/test_torch_control.py``) as a distance well above what rounding gives;
+rounding differences grow only as fast as the training dynamics amplify them. ``--baseline`` adds a third
 network, Chainer again from the same weights nudged by one float32 rounding
 (relative 2^-23), to show how fast that amplification is within one framework.
 
