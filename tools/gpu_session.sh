@@ -21,7 +21,8 @@
 # Everything lands in $OUT (at most 8 files come back): session.log (all output), environment.txt,
 # evidence.log, bench_gpu.json, recipe_time.json, runs.tar.gz (the runs' logs and records, no models).
 #
-# Environment: STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
+# Environment: EVIDENCE_RUNS, EVIDENCE_SECONDS, EVIDENCE_JOBS (runs at a time, default 8 on a machine of over 10 cores),
+# CHECK_MODELS (default all), CHECK_SECONDS (the check's limit, default 60), STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
 # evidence table), GPU (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default
 # results/gpu_session), QUICK=1 (tiny sizes), BUDGET (seconds for the whole script, default 420),
 # PYTHON (default python3), COMMIT (the commit, for the record, where the copy has no .git).
@@ -78,10 +79,10 @@ if [ ! -f dataset/image.pkl ]; then
 fi
 
 if [ "$QUICK" = 1 ]; then
-    CHECK_MODELS=cnn,resnet20; BENCH_MODELS=cnn,resnet20; REPEATS="--repeats 1 --warmup 0"
+    CHECK_MODELS=${CHECK_MODELS:-cnn,resnet20}; BENCH_MODELS=cnn,resnet20; REPEATS="--repeats 1 --warmup 0"
     RECIPE="--images 512 --test_images 128 --epochs 2"; SMOKE="--smoke"; SUBSET="--subset 256"
 else
-    CHECK_MODELS=all; BENCH_MODELS=cnn,cnnbn,vgg,resnet20,resnet56,resnet110,residual:res_depth=12
+    CHECK_MODELS=${CHECK_MODELS:-all}; BENCH_MODELS=cnn,cnnbn,vgg,resnet20,resnet56,resnet110,residual:res_depth=12
     REPEATS="--repeats 3 --warmup 1"; RECIPE="--epochs 6"; SMOKE=""; SUBSET=""
 fi
 DTYPES=float32,mixed16
@@ -90,13 +91,13 @@ DTYPES=float32,mixed16
 # The check measures no time: the runs of the evidence table that fit in its shadow share the GPU with it.
 # With STAGES=evidence the GPU is the evidence table's alone, for EVIDENCE_SECONDS.
 evidence() {
-    $PY tools/evidence.py -g "$GPU" --jobs "$(( $(nproc) > 10 ? 8 : 1 ))" --deadline "$EVIDENCE_SECONDS" \
+    $PY tools/evidence.py -g "$GPU" --jobs "${EVIDENCE_JOBS:-$(( $(nproc) > 10 ? 8 : 1 ))}" --deadline "$EVIDENCE_SECONDS" \
         --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE > "$OUT/evidence.log" 2>&1
 }
 if has check; then
     log "evidence (in the background, ${EVIDENCE_SECONDS} s) and check"
     [ "$EVIDENCE_SECONDS" -gt 0 ] && { evidence & pid=$!; }
-    stage 60 $PY tools/gpu_check.py -g "$GPU" --models "$CHECK_MODELS" --batch 4
+    stage "${CHECK_SECONDS:-60}" $PY tools/gpu_check.py -g "$GPU" --models "$CHECK_MODELS" --batch 4
     [ -n "${pid:-}" ] && wait "$pid"; cat "$OUT/evidence.log" 2>/dev/null
 elif has evidence; then
     log "evidence (${EVIDENCE_SECONDS} s)"
