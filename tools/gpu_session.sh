@@ -4,6 +4,7 @@
 #   mkdir -p gpu_carry && cp ../shared/gpu-wheels/*.whl ../shared/cifar10/cifar-10-python-mini.tar.gz gpu_carry/
 #   device run:  bash tools/gpu_session.sh      with carry ["gpu_carry"]
 #   the evidence table alone:  STAGES=evidence EVIDENCE_SECONDS=420 bash tools/gpu_session.sh
+#     (run it again on the still-held machine and the runs it stopped resume from their snapshots)
 #   dry run on the CPU first:  GPU=-1 QUICK=1 bash tools/gpu_session.sh
 # (gpu_carry/ is git-ignored, so it travels only when named in carry: about 30 MB of the 64 MiB a call.)
 #
@@ -49,6 +50,8 @@ stage() { local limit=$1; shift; local t; t=$(left); t=$((t - 40)); [ "$t" -lt "
           timeout -s INT -k 10 "$limit" "$@"; local rc=$?; [ $rc -ne 0 ] && log "exit $rc: $*"; return $rc; }
 
 log "setup"
+# A second call on the same (still held) machine finds the wheels installed and the dataset built.
+[ -d /tmp/chainer-site/chainer ] && export PYTHONPATH=/tmp/chainer-site${PYTHONPATH:+:$PYTHONPATH}
 if ! $PY -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("chainer") is None)'; then
     ls "$CARRY"/*.whl > /dev/null 2>&1 || { echo "error: no Chainer here and no wheels in $CARRY/ (see the header of $0)"; exit 2; }
     $PY -m pip install -q --no-index --no-deps --target /tmp/chainer-site "$CARRY"/*.whl
