@@ -22,11 +22,12 @@
 # Everything lands in $OUT (at most 8 files come back): session.log (all output), environment.txt,
 # evidence.log, bench_gpu.json, recipe_time.json, runs.tar.gz (the runs' logs and records, no models).
 #
-# Environment: EVIDENCE_RUNS, EVIDENCE_SECONDS, EVIDENCE_JOBS (runs at a time, default 8 on a machine of over 10 cores),
-# CHECK_MODELS (default all), CHECK_SECONDS (the check's limit, default 60), STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
-# evidence table), GPU (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default
-# results/gpu_session), QUICK=1 (tiny sizes), BUDGET (seconds for the whole script, default 420),
-# PYTHON (default python3), COMMIT (the commit, for the record, where the copy has no .git).
+# Environment: STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
+# evidence table), EVIDENCE_RUNS, EVIDENCE_SECONDS, EVIDENCE_JOBS (runs at a time; default 8 on a machine of
+# over 10 cores, else 1), CHECK_MODELS (default all), CHECK_SECONDS (the check's limit, default 60), GPU
+# (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default results/gpu_session),
+# QUICK=1 (tiny sizes), BUDGET (seconds for the whole script, default 420), PYTHON (default python3), COMMIT
+# (the commit, for the record, where the copy has no .git).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU=${GPU:-0}

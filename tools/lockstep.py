@@ -14,8 +14,8 @@ the runs do.
 
 A difference in the recipe shows at the first step (as in float64 in
 ``tests/test_torch_control.py``) as a distance well above what rounding gives;
-rounding differences grow only as fast as the training dynamics amplify them. ``--baseline`` adds a third
-network, Chainer again from the same weights nudged by one float32 rounding
+rounding differences grow only as fast as the training dynamics amplify them.
+``--baseline`` adds a third network, Chainer again from the same weights nudged by one float32 rounding
 (relative 2^-23), to show how fast that amplification is within one framework.
 
 Per step the CSV has both training losses (and the baseline's) and the
