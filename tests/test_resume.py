@@ -370,3 +370,23 @@ def test_resume_refuses_a_corrupt_snapshot(data, tmp_path, capsys):
     assert run(tiny_argv(data, tmp_path / 'out', '--resume', str(bad))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'is corrupt' in err[0]
+
+
+def test_a_resumed_runs_record_lists_each_process_that_trained_it_and_the_report_names_every_device(
+        data, tmp_path):
+    from chainer_cifar.results import report, runs
+    out = tmp_path / 'moved'
+    assert run(tiny_argv(data, out, '--iter', '2', *FLAGS)) == 0
+    first = json.loads((out / 'run_run.json').read_text())
+    assert 'segments' not in first  # a run trained by one process has none
+    first.update(device='@cupy:0', device_name='NVIDIA H100 80GB HBM3')  # as if its two epochs ran on a GPU
+    (out / 'run_run.json').write_text(json.dumps(first))
+    assert run(tiny_argv(data, out, '--iter', '3', '--resume', str(out / 'run.snapshot'), *FLAGS)) == 0
+    record = json.loads((out / 'run_run.json').read_text())
+    segments = record['segments']
+    assert [(s['device'], s['epochs'], s['status']) for s in segments] == [
+        ('@cupy:0', 2, 'finished'), ('@numpy', 3, 'finished')]
+    assert segments[0]['start_time'] == first['start_time'] and segments[1]['wall_seconds'] == record['wall_seconds']
+    (group,) = report.group_runs([runs.load_run(str(out / 'run_log.csv'))])
+    cpu = ' '.join(filter(None, [segments[1]['device_name'], 'CPU (@numpy)']))
+    assert report._device(group) == 'NVIDIA H100 80GB HBM3 GPU (@cupy:0), ' + cpu

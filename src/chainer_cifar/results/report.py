@@ -99,16 +99,18 @@ def _params(group):
 
 
 def _device(group):
+    """Every device that trained the group's runs; a resumed run's record names each of its segments'."""
     devices = []
     for s in group.summaries:
         meta = s.run.meta or {}
-        d = str(meta.get('device') or '-')
-        d = {'@numpy': 'CPU (@numpy)', 'cpu': 'CPU'}.get(
-            d, 'GPU ({})'.format(d) if d.startswith(('@cupy', 'cuda')) else d)
-        if meta.get('device_name'):
-            d = '{} {}'.format(meta['device_name'], d)
-        if d not in devices:
-            devices.append(d)
+        for part in meta.get('segments') or [meta]:
+            d = str(part.get('device') or '-')
+            d = {'@numpy': 'CPU (@numpy)', 'cpu': 'CPU'}.get(
+                d, 'GPU ({})'.format(d) if d.startswith(('@cupy', 'cuda')) else d)
+            if part.get('device_name'):
+                d = '{} {}'.format(part['device_name'], d)
+            if d not in devices:
+                devices.append(d)
     return ', '.join(devices)
 
 

@@ -3,6 +3,9 @@
 It is written with the status ``running`` before the first update and
 rewritten by every way the run ends (``finished``, ``interrupted``,
 ``diverged``, ``failed``), so only a killed process leaves ``running``.
+A resumed run's record keeps what ran before it: ``segments`` lists each
+process that trained the run (device, code, versions, times, epochs at its
+end), so a run stopped on a GPU and finished on a CPU says so.
 """
 import datetime
 import json
@@ -18,13 +21,22 @@ import chainer
 from chainer_cifar.data.pickles import atomic_write
 
 
-class RunRecord(object):
-    """The fields of ``<prefix>_run.json``; ``write=False`` (a worker other than rank 0) keeps them in memory."""
+# What one process of a run records about itself; a resumed run's record lists them all as ``segments``.
+SEGMENT_FIELDS = ('device', 'device_name', 'code', 'versions', 'start_time', 'end_time', 'wall_seconds',
+                  'epochs', 'status')
 
-    def __init__(self, path, fields, write=True):
+
+class RunRecord(object):
+    """The fields of ``<prefix>_run.json``; ``write=False`` (a worker other than rank 0) keeps them in memory.
+
+    ``earlier``: the segments of the processes that trained the run before this one (:func:`earlier_segments`).
+    """
+
+    def __init__(self, path, fields, write=True, earlier=()):
         self.path = path
         self.fields = dict(fields, end_time=None, wall_seconds=None, status='running')
         self.write = write
+        self.earlier = list(earlier)
         self._t0 = None
 
     def start(self):
@@ -43,9 +55,28 @@ class RunRecord(object):
         self._save()
 
     def _save(self):
+        if self.earlier:
+            self.fields['segments'] = self.earlier + [{k: self.fields.get(k) for k in SEGMENT_FIELDS}]
         if self.write:
             os.makedirs(os.path.dirname(self.path) or os.curdir, exist_ok=True)
             write_json(self.path, self.fields)
+
+
+def earlier_segments(path):
+    """The segments of the record a resumed run finds at ``path`` (its own, beside its snapshot), or [].
+
+    A record written before segments were kept counts as one segment. Read as JSON only.
+    """
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    if isinstance(old.get('segments'), list):
+        return old['segments']
+    return [{k: old.get(k) for k in SEGMENT_FIELDS}]
 
 
 def write_json(path, obj):

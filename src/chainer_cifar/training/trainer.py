@@ -30,7 +30,8 @@ from chainer_cifar.training import checkpoint, extensions as X, workers as worke
 from chainer_cifar.training.args import model_options
 from chainer_cifar.training.data import Converter, EpochIterator, load_splits, resident_arrays
 from chainer_cifar.training.device import device_name
-from chainer_cifar.training.record import RunRecord, code_version, count_parameters, dataset_info, versions
+from chainer_cifar.training.record import (RunRecord, code_version, count_parameters, dataset_info,
+                                          earlier_segments, versions)
 from chainer_cifar.training.schedule import LearningRate, Schedule
 from chainer_cifar.training.seeds import AUGMENT, ORDER, seed_everything, stream_seed
 from chainer_cifar.training.updater import AccumulatingUpdater
@@ -126,7 +127,7 @@ def _train(args, device, splits, predictor, workers, advice):
     # Everything that can be refused has been checked: from here on, write.
     n_params = count_parameters(predictor)
     record = RunRecord(paths['run'], run_fields(args, n_params, meta, device, start_time, workers),
-                       write=workers.is_writer)
+                       write=workers.is_writer, earlier=earlier_segments(paths['run']) if args.resume else ())
     _say(quiet, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
         args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
     _say(quiet, workers.describe(args.batch_size, lr_attr, base_lr))
