@@ -5,6 +5,7 @@ scripts the docs cite still run against the current code and print one row
 per layer (or per ``--accumulate`` value) with positive numbers.
 """
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -199,3 +200,92 @@ def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_
     assert runs[0].process is None and runs[2].process.returncode is not None
     assert runs[2].started >= runs[1].ended  # one job at a time
     assert any('deadline: stopping 1 run(s)' in line for line in said)
+
+
+def _stopped_run(evidence, runs_dir, preset='resnet56-paper', seed=1, epochs=5, snapshot=b'state'):
+    run = evidence.Run(preset, seed, 'chainer', str(runs_dir), -1)
+    os.makedirs(run.folder, exist_ok=True)
+    with open(run.record, 'w') as f:
+        json.dump({'status': 'interrupted', 'epochs': epochs}, f)
+    with open(run.snapshot, 'wb') as f:
+        f.write(snapshot)
+    with open(os.path.join(run.folder, run.name + '_log.csv'), 'w') as f:
+        f.write('epoch\n' + ''.join('{}\n'.format(e) for e in range(1, epochs + 1)))
+    return run
+
+
+@pytest.mark.parametrize('epochs', [0, 5])  # 0: stopped within its first epoch
+def test_evidence_packs_a_stopped_run_so_another_machine_resumes_it_and_skips_finished_ones(tmp_path, epochs):
+    evidence = _load('evidence')
+    gpu, here, out = tmp_path / 'gpu', tmp_path / 'here', tmp_path / 'out'
+    out.mkdir()
+    stopped = _stopped_run(evidence, gpu, seed=1, epochs=epochs, snapshot=b'\x00state')
+    finished = _stopped_run(evidence, gpu, seed=2)
+    with open(finished.record, 'w') as f:
+        json.dump({'status': 'finished', 'epochs': 40}, f)
+    said = []
+    evidence.pack(evidence.plan(str(gpu), 0), str(gpu), str(out), say=said.append)
+    assert sorted(os.listdir(str(out))) == ['resume_resnet56-paper_s1.tar']
+    evidence.unpack(str(out), str(here), say=said.append)
+    moved = evidence.Run('resnet56-paper', 1, 'chainer', str(here), -1)
+    assert moved.status() == 'interrupted' and moved.epochs() == epochs
+    assert moved.argv()[-2:] == ['--resume', moved.snapshot]
+    for a, b in zip(stopped.files(), moved.files()):
+        assert open(a, 'rb').read() == open(b, 'rb').read()
+    assert [os.path.basename(f) for f in moved.files()] == [os.path.basename(f) for f in stopped.files()]
+    assert not os.path.exists(os.path.join(str(here), 'partial', 'resnet56-paper', 'resnet56-paper_s2_run.json'))
+
+
+def test_evidence_unpack_leaves_a_run_that_got_as_far_here_alone(tmp_path):
+    evidence = _load('evidence')
+    out = tmp_path / 'out'
+    out.mkdir()
+    old = _stopped_run(evidence, tmp_path / 'then', epochs=5, snapshot=b'old')
+    evidence.pack([old], str(tmp_path / 'then'), str(out), say=lambda s: None)
+    here = _stopped_run(evidence, tmp_path / 'here', epochs=7, snapshot=b'new')
+    said = []
+    evidence.unpack(str(out), str(tmp_path / 'here'), say=said.append)
+    assert open(here.snapshot, 'rb').read() == b'new' and here.epochs() == 7
+    assert said[0].startswith('not unpacked:') and 'at epoch 7, the tar\'s at 5' in said[0]
+
+
+def test_evidence_leaves_out_a_run_too_large_to_come_back_and_leaves_no_partial_tar(tmp_path, monkeypatch):
+    evidence = _load('evidence')
+    run = _stopped_run(evidence, tmp_path / 'gpu', snapshot=b'x' * 2048)
+    monkeypatch.setattr(evidence, 'PACK_TOTAL_MIB', 0)
+    said = []
+    evidence.pack([run], str(tmp_path / 'gpu'), str(tmp_path), say=said.append)
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith('resume_')] == []
+    assert said == ['not packed: resnet56-paper_s1 (0.0 MiB; a device call returns 4 such files of at most 16 '
+                    'MiB, 0 MiB in all)']
+
+
+@pytest.mark.parametrize('member', ['../../evil.py', 'partial/resnet56-paper/resnet56-paper_s1_run.json@link'])
+def test_evidence_refuses_a_tar_holding_anything_but_the_runs_own_files_and_writes_nothing(tmp_path, member):
+    import tarfile
+    evidence = _load('evidence')
+    tar_path = tmp_path / 'resume_resnet56-paper_s1.tar'
+    record = tmp_path / 'record.json'
+    record.write_text('{"status": "interrupted", "epochs": 3}')
+    with tarfile.open(str(tar_path), 'w') as tar:
+        tar.add(str(record), arcname='partial/resnet56-paper/resnet56-paper_s1_run.json')
+        if member.endswith('@link'):
+            info = tarfile.TarInfo('partial/resnet56-paper/resnet56-paper_s1.snapshot')
+            info.type, info.linkname = tarfile.SYMTYPE, '/etc/passwd'
+            tar.addfile(info)
+        else:
+            tar.add(str(record), arcname=member)
+    with pytest.raises(evidence.UserError, match='not unpacked'):
+        evidence.unpack(str(tmp_path), str(tmp_path / 'runs'))
+    assert not (tmp_path / 'runs').exists() and not (tmp_path.parent / 'evil.py').exists()
+
+
+def test_evidence_names_a_tar_that_is_no_run_of_the_table_or_no_tar(tmp_path):
+    evidence = _load('evidence')
+    (tmp_path / 'resume_resnet99_s1.tar').write_bytes(b'')
+    with pytest.raises(evidence.UserError, match='not a run of the evidence table'):
+        evidence.unpack(str(tmp_path), str(tmp_path / 'runs'))
+    os.remove(str(tmp_path / 'resume_resnet99_s1.tar'))
+    (tmp_path / 'resume_resnet20-paper_s1.tar').write_bytes(b'not a tar at all')
+    with pytest.raises(evidence.UserError, match='not a readable tar'):
+        evidence.unpack(str(tmp_path), str(tmp_path / 'runs'))

@@ -16,6 +16,14 @@ Chainer run that was stopped resumes from its snapshot, a control run from its c
 seconds every run still going gets SIGINT (train.py writes its snapshot and
 records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
 to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
+
+A run can move between machines (a lent GPU holds its files only while it is held): ``--pack DIR`` writes
+each run left unfinished as ``DIR/resume_NAME.tar`` (its record, log, preset and snapshot or checkpoint),
+and ``--unpack DIR`` on the next machine puts them back under ``RUNS_DIR`` before the runs start, so they
+resume there::
+
+    python tools/evidence.py -g 0 --jobs 4 --deadline 480 --pack $OUT          # on the GPU
+    python tools/evidence.py --unpack FOLDER_OF_THE_TARS --only article-residual  # then here, or next time
 """
 import argparse
 import json
@@ -23,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +56,11 @@ COST = {'resnet20-paper': 1.0, 'resnet56-paper': 2.8, 'article-cnn': 0.3, 'artic
         'article-vgg': 0.8, 'article-residual': 4.0, 'article-residual-skip': 3.5}
 CONTROL_COST = 0.3
 SMOKE = ['--iter', '1', '--subset', '256']
+# A run's files that let it resume elsewhere, and what a device call can bring back (8 files of at most
+# 16 MiB, 64 MiB in all) less the four small files of tools/gpu_session.sh.
+RUN_FILES = ('_run.json', '_log.csv', '_preset.json', '.snapshot', '.ckpt')
+PACK_PREFIX = 'resume_'
+PACK_FILES, PACK_FILE_MIB, PACK_TOTAL_MIB = 4, 16, 60
 
 
 class Run(object):
@@ -72,6 +86,18 @@ class Run(object):
                 return json.load(f).get('status')
         except (OSError, ValueError):
             return None
+
+    def epochs(self):
+        try:
+            with open(self.record) as f:
+                return json.load(f).get('epochs') or 0
+        except (OSError, ValueError):
+            return 0
+
+    def files(self):
+        """The paths of the run's files that let it resume (those that exist)."""
+        paths = [os.path.join(self.folder, self.name + suffix) for suffix in RUN_FILES]
+        return [p for p in paths if os.path.isfile(p)]
 
     def argv(self):
         if self.framework == 'chainer' and self.status() == 'interrupted' and os.path.isfile(self.snapshot):
@@ -148,6 +174,84 @@ def execute(runs, jobs, deadline, log_dir, say=print):
     return runs
 
 
+def pack(runs, runs_dir, out_dir, say=print):
+    """Each unfinished run that can resume, as ``out_dir/resume_NAME.tar``, within what a device call returns.
+
+    Paths inside are relative to ``runs_dir``; a run too large to come back is named and left out.
+    """
+    written = total = 0
+    for r in runs:
+        resumable = r.snapshot if r.framework == 'chainer' else r.checkpoint
+        if r.status() == 'finished' or not os.path.isfile(resumable):
+            continue
+        path = os.path.join(out_dir, PACK_PREFIX + r.name + '.tar')
+        tmp = path + '.tmp'
+        with tarfile.open(tmp, 'w') as tar:
+            for f in r.files():
+                tar.add(f, arcname=os.path.relpath(f, runs_dir))
+        size = os.path.getsize(tmp)
+        if (written == PACK_FILES or size > PACK_FILE_MIB << 20 or total + size > PACK_TOTAL_MIB << 20):
+            os.remove(tmp)
+            say('not packed: {} ({:.1f} MiB; a device call returns {} such files of at most {} MiB, {} MiB in '
+                'all)'.format(r.name, size / 2.0 ** 20, PACK_FILES, PACK_FILE_MIB, PACK_TOTAL_MIB))
+            continue
+        os.replace(tmp, path)
+        written, total = written + 1, total + size
+        say('packed: {} (epoch {}, {:.1f} MiB)'.format(path, r.epochs(), size / 2.0 ** 20))
+
+
+def unpack(in_dir, runs_dir, say=print):
+    """Put each ``in_dir/resume_NAME.tar`` of :func:`pack` back under ``runs_dir``, unless the run there is as far.
+
+    Only the run's own files are taken, each read as bytes (nothing in a tar is trusted as a path or a link);
+    a tar holding anything else is refused whole.
+    """
+    table = {r.name: r for r in plan(runs_dir, -1)}
+    names = sorted(n for n in os.listdir(in_dir) if n.startswith(PACK_PREFIX) and n.endswith('.tar'))
+    for name in names:
+        path = os.path.join(in_dir, name)
+        run = table.get(name[len(PACK_PREFIX):-len('.tar')])
+        if run is None:
+            raise UserError('{}: not a run of the evidence table (see --list); remove it or rename it'.format(path))
+        wanted = {os.path.relpath(os.path.join(run.folder, run.name + s), runs_dir).replace(os.sep, '/'): s
+                  for s in RUN_FILES}
+        try:
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+                strange = [m.name for m in members if m.name not in wanted or not m.isfile()]
+                if strange or '_run.json' not in {wanted[m.name] for m in members}:
+                    raise UserError('{}: holds {} rather than {}\'s files; not unpacked (make it again with '
+                                    '--pack)'.format(path, ', '.join(strange) or 'no run record', run.name))
+                data = {wanted[m.name]: tar.extractfile(m).read() for m in members}
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise UserError('{}: not a readable tar ({}); copy it again from where --pack wrote it'.format(path, e))
+        try:
+            packed = json.loads(data['_run.json'].decode('utf-8'))
+        except ValueError:
+            raise UserError('{}: its run record is not JSON; make it again with --pack'.format(path))
+        here = run.status()
+        if here == 'finished' or (here is not None and run.epochs() >= (packed.get('epochs') or 0)):
+            say('not unpacked: {} (the run here is at epoch {}, the tar\'s at {})'.format(
+                path, run.epochs(), packed.get('epochs')))
+            continue
+        os.makedirs(run.folder, exist_ok=True)
+        for suffix in RUN_FILES[1:]:  # the record last: the run counts as unpacked once all of it is there
+            target = os.path.join(run.folder, run.name + suffix)
+            if suffix in data:
+                _write(target, data[suffix])
+            elif os.path.exists(target):
+                os.remove(target)  # not the packed run's: it would be resumed from
+        _write(run.record, data['_run.json'])
+        say('unpacked: {} (epoch {})'.format(path, packed.get('epochs')))
+
+
+def _write(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def stop(running, grace=30):
     for r in running:
         os.killpg(r.process.pid, signal.SIGINT)
@@ -174,6 +278,10 @@ def build_parser():
                    help='start the longest runs first (for many --jobs); default: the table\'s order')
     p.add_argument('--smoke', action='store_true',
                    help='a dry run: every run for 1 epoch on 256 images ({})'.format(' '.join(SMOKE)))
+    p.add_argument('--pack', metavar='DIR', default=None,
+                   help='at the end, write each unfinished run as DIR/resume_NAME.tar, to resume elsewhere')
+    p.add_argument('--unpack', metavar='DIR', default=None,
+                   help='first put back the runs of DIR/resume_*.tar (written by --pack) under RUNS_DIR')
     p.add_argument('--list', action='store_true', help='print the runs and their commands, run nothing')
     return p
 
@@ -189,10 +297,18 @@ def main(argv=None):
             print('{:<34s} {}'.format(r.name, ' '.join(['python'] + r.command[1:])))
         return 0
     partial_dir = os.path.join(args.runs_dir, 'partial')
+    if args.unpack:
+        if not os.path.isdir(args.unpack):
+            raise UserError('--unpack {}: no such folder'.format(args.unpack))
+        unpack(args.unpack, args.runs_dir)
+    if args.pack and not os.path.isdir(args.pack):
+        raise UserError('--pack {}: no such folder; create it first'.format(args.pack))
     execute(runs, args.jobs, args.deadline, os.path.join(partial_dir, 'logs'))
     import compare
     compare.write_report(compare.find_logs([partial_dir]), os.path.join(partial_dir, 'report.md'),
                          os.path.join(partial_dir, 'test_error.png'))
+    if args.pack:
+        pack(runs, args.runs_dir, args.pack)
     unfinished = [r.name for r in runs if r.status() != 'finished']
     if unfinished:
         print('not finished: {}'.format(', '.join(unfinished)))

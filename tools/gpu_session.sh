@@ -4,7 +4,9 @@
 #   mkdir -p gpu_carry && cp ../shared/gpu-wheels/*.whl ../shared/cifar10/cifar-10-python-mini.tar.gz gpu_carry/
 #   device run:  bash tools/gpu_session.sh      with carry ["gpu_carry"]
 #   the evidence table alone:  STAGES=evidence EVIDENCE_SECONDS=420 bash tools/gpu_session.sh
-#     (run it again on the still-held machine and the runs it stopped resume from their snapshots)
+#     (run it again on the still-held machine and the runs it stopped resume from their snapshots;
+#     the runs left unfinished also come back as $OUT/resume_NAME.tar, up to 4 of at most 16 MiB: copy them
+#     into gpu_carry/ and the next session resumes them, or here: tools/evidence.py --unpack FOLDER)
 #   dry run on the CPU first:  GPU=-1 QUICK=1 bash tools/gpu_session.sh
 # (gpu_carry/ is git-ignored, so it travels only when named in carry: about 30 MB of the 64 MiB a call.)
 #
@@ -20,7 +22,8 @@
 #             (2,112 iterations), extrapolated to its 182 epochs; the PyTorch control beside it
 #   article   one of the article's commands verbatim (-g 0) for one epoch of the partial set
 # Everything lands in $OUT (at most 8 files come back): session.log (all output), environment.txt,
-# evidence.log, bench_gpu.json, recipe_time.json, runs.tar.gz (the runs' logs and records, no models).
+# evidence.log, bench_gpu.json, recipe_time.json, runs.tar.gz (the runs' logs and records, no models), and
+# resume_NAME.tar for each evidence run left unfinished whose snapshot fits (tools/evidence.py --pack).
 #
 # Environment: STAGES (default "check bench recipe article"; "evidence" alone gives the GPU to the
 # evidence table), EVIDENCE_RUNS, EVIDENCE_SECONDS, EVIDENCE_JOBS (runs at a time; default 8 on a machine of
@@ -96,7 +99,8 @@ DTYPES=float32,mixed16
 # With STAGES=evidence the GPU is the evidence table's alone, for EVIDENCE_SECONDS.
 evidence() {
     $PY tools/evidence.py -g "$GPU" --jobs "${EVIDENCE_JOBS:-$(( $(nproc) > 10 ? 8 : 1 ))}" --deadline "$EVIDENCE_SECONDS" \
-        --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE > "$OUT/evidence.log" 2>&1
+        --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE \
+        --unpack "$CARRY" --pack "$OUT" > "$OUT/evidence.log" 2>&1
 }
 if has check; then
     log "evidence (in the background, ${EVIDENCE_SECONDS} s) and check"
