@@ -100,7 +100,7 @@ DTYPES=float32,mixed16
 evidence() {
     $PY tools/evidence.py -g "$GPU" --jobs "${EVIDENCE_JOBS:-$(( $(nproc) > 10 ? 8 : 1 ))}" --deadline "$EVIDENCE_SECONDS" \
         --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE \
-        --unpack "$CARRY" --pack "$OUT" > "$OUT/evidence.log" 2>&1
+        $([ -d "$CARRY" ] && echo --unpack "$CARRY") --pack "$OUT" > "$OUT/evidence.log" 2>&1
 }
 if has check; then
     log "evidence (in the background, ${EVIDENCE_SECONDS} s) and check"
