@@ -169,6 +169,10 @@ def test_evidence_resumes_a_stopped_run_from_its_snapshot_or_checkpoint_and_skip
     open(control.checkpoint, 'w').close()
     assert chainer_run.argv()[-2:] == ['--resume', chainer_run.snapshot]
     assert control.argv()[-1] == '--resume' and control.argv()[:-1] == control.command
+    for status, resumes in (('running', True), ('diverged', False)):  # killed: from its last epoch's snapshot
+        with open(chainer_run.record, 'w') as f:
+            f.write('{"status": "%s"}' % status)
+        assert ('--resume' in chainer_run.argv()) == resumes, status
     with open(chainer_run.record, 'w') as f:
         f.write('{"status": "finished"}')
     assert chainer_run.status() == 'finished'

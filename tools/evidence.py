@@ -12,7 +12,8 @@ control, writing to ``RUNS_DIR/partial/PRESET/``. This tool only schedules
 them: in the table's order (or the longest first), at most ``--jobs`` at a time, each single-threaded
 on the CPU side (OMP/BLAS/PyTorch threads 1) so that many share a GPU
 machine's cores. A run whose ``_run.json`` says ``finished`` is skipped; a
-Chainer run that was stopped resumes from its snapshot, a control run from its checkpoint. At ``--deadline``
+Chainer run that was stopped resumes from its snapshot, a control run from its checkpoint; so does a killed one
+(its record still says ``running``), from its last end-of-epoch snapshot. At ``--deadline``
 seconds every run still going gets SIGINT (train.py writes its snapshot and
 records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
 to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
@@ -60,6 +61,9 @@ SMOKE = ['--iter', '1', '--subset', '256']
 # 16 MiB, 64 MiB in all) less the four small files of tools/gpu_session.sh.
 RUN_FILES = ('_run.json', '_log.csv', '_preset.json', '.snapshot', '.ckpt')
 PACK_PREFIX = 'resume_'
+# Record statuses of a run that can go on from its snapshot: stopped by a signal, or killed (SIGKILL, a machine
+# taken back) after an epoch's snapshot. A diverged run would diverge again; a finished one is done.
+RESUMABLE = ('interrupted', 'running')
 PACK_FILES, PACK_FILE_MIB, PACK_TOTAL_MIB = 4, 16, 60
 
 
@@ -100,7 +104,7 @@ class Run(object):
         return [p for p in paths if os.path.isfile(p)]
 
     def argv(self):
-        if self.framework == 'chainer' and self.status() == 'interrupted' and os.path.isfile(self.snapshot):
+        if self.framework == 'chainer' and self.status() in RESUMABLE and os.path.isfile(self.snapshot):
             return self.command + ['--resume', self.snapshot]
         if self.framework == 'pytorch' and os.path.isfile(self.checkpoint):
             return self.command + ['--resume']  # the control's checkpoint holds only finished epochs
@@ -182,7 +186,7 @@ def pack(runs, runs_dir, out_dir, say=print):
     written = total = 0
     for r in runs:
         resumable = r.snapshot if r.framework == 'chainer' else r.checkpoint
-        if r.status() == 'finished' or not os.path.isfile(resumable):
+        if r.status() not in RESUMABLE or not os.path.isfile(resumable):
             continue
         path = os.path.join(out_dir, PACK_PREFIX + r.name + '.tar')
         tmp = path + '.tmp'
