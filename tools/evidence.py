@@ -190,9 +190,13 @@ def pack(runs, runs_dir, out_dir, say=print):
             continue
         path = os.path.join(out_dir, PACK_PREFIX + r.name + '.tar')
         tmp = path + '.tmp'
-        with tarfile.open(tmp, 'w') as tar:
-            for f in r.files():
-                tar.add(f, arcname=os.path.relpath(f, runs_dir))
+        try:
+            with tarfile.open(tmp, 'w') as tar:
+                for f in r.files():
+                    tar.add(f, arcname=os.path.relpath(f, runs_dir))
+        except BaseException:
+            os.remove(tmp)  # no half-written tar (a full disk, a signal)
+            raise
         size = os.path.getsize(tmp)
         if (written == PACK_FILES or size > PACK_FILE_MIB << 20 or total + size > PACK_TOTAL_MIB << 20):
             os.remove(tmp)
