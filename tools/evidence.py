@@ -195,7 +195,8 @@ def pack(runs, runs_dir, out_dir, say=print):
                 for f in r.files():
                     tar.add(f, arcname=os.path.relpath(f, runs_dir))
         except BaseException:
-            os.remove(tmp)  # no half-written tar (a full disk, a signal)
+            if os.path.exists(tmp):
+                os.remove(tmp)  # no half-written tar (a full disk, a signal)
             raise
         size = os.path.getsize(tmp)
         if (written == PACK_FILES or size > PACK_FILE_MIB << 20 or total + size > PACK_TOTAL_MIB << 20):
