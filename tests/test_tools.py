@@ -230,6 +230,7 @@ def test_evidence_packs_a_stopped_run_so_another_machine_resumes_it_and_skips_fi
     said = []
     evidence.pack(evidence.plan(str(gpu), 0), str(gpu), str(out), say=said.append)
     assert sorted(os.listdir(str(out))) == ['resume_resnet56-paper_s1.tar']
+    assert os.path.getsize(str(out / 'resume_resnet56-paper_s1.tar')) == evidence.tar_size(stopped.files())
     evidence.unpack(str(out), str(here), say=said.append)
     moved = evidence.Run('resnet56-paper', 1, 'chainer', str(here), -1)
     assert moved.status() == 'interrupted' and moved.epochs() == epochs
@@ -260,8 +261,12 @@ def test_evidence_leaves_out_a_run_too_large_to_come_back_and_leaves_no_partial_
     said = []
     evidence.pack([run], str(tmp_path / 'gpu'), str(tmp_path), say=said.append)
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith('resume_')] == []
-    assert said == ['not packed: resnet56-paper_s1 (0.0 MiB; a device call returns 4 such files of at most 16 '
+    assert said == ['not packed: resnet56-paper_s1 (0.0 MiB; this call returns 4 such files of at most 16 '
                     'MiB, 0 MiB in all)']
+    evidence.pack([run], str(tmp_path / 'gpu'), str(tmp_path), files=0, say=said.append)  # no room left
+    monkeypatch.setattr(evidence, 'PACK_TOTAL_MIB', 60)
+    evidence.pack([run], str(tmp_path / 'gpu'), str(tmp_path), files=0, say=said.append)
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith('resume_')] == [] and len(said) == 3
 
 
 @pytest.mark.parametrize('member', ['../../evil.py', 'partial/resnet56-paper/resnet56-paper_s1_run.json@link'])
@@ -293,3 +298,13 @@ def test_evidence_names_a_tar_that_is_no_run_of_the_table_or_no_tar(tmp_path):
     (tmp_path / 'resume_resnet20-paper_s1.tar').write_bytes(b'not a tar at all')
     with pytest.raises(evidence.UserError, match='not a readable tar'):
         evidence.unpack(str(tmp_path), str(tmp_path / 'runs'))
+
+
+def test_evidence_knows_a_tars_size_before_writing_it_whatever_the_snapshots_size(tmp_path):
+    evidence = _load('evidence')
+    for n in range(0, 12288, 512 + 17):  # sizes that cross tarfile's 10 KiB records at every offset
+        out = tmp_path / 'out{}'.format(n)
+        out.mkdir()
+        run = _stopped_run(evidence, tmp_path / 'gpu', snapshot=b'x' * n)
+        evidence.pack([run], str(tmp_path / 'gpu'), str(out), say=lambda s: None)
+        assert os.path.getsize(str(out / 'resume_resnet56-paper_s1.tar')) == evidence.tar_size(run.files()), n

@@ -39,6 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'src'))
 
 import chainer_cifar  # noqa: E402,F401  (compat layer first)
+from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 
@@ -84,19 +85,18 @@ class Run(object):
             self.command += ['--threads', '1']
         self.process = self.started = self.ended = None
 
-    def status(self):
+    def _record(self):
         try:
             with open(self.record) as f:
-                return json.load(f).get('status')
+                return json.load(f)
         except (OSError, ValueError):
-            return None
+            return {}
+
+    def status(self):
+        return self._record().get('status')
 
     def epochs(self):
-        try:
-            with open(self.record) as f:
-                return json.load(f).get('epochs') or 0
-        except (OSError, ValueError):
-            return 0
+        return self._record().get('epochs') or 0
 
     def files(self):
         """The paths of the run's files that let it resume (those that exist)."""
@@ -178,33 +178,39 @@ def execute(runs, jobs, deadline, log_dir, say=print):
     return runs
 
 
-def pack(runs, runs_dir, out_dir, say=print):
+def tar_size(paths):
+    """The size of the tar :func:`pack` writes of ``paths`` (short names): known before it is written."""
+    # Per file a 512-byte header and its data padded to 512 bytes; two end blocks; the whole rounded up to
+    # tarfile's 10 KiB records.
+    size = sum(512 + -(-os.path.getsize(p) // 512) * 512 for p in paths) + 1024
+    return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def pack(runs, runs_dir, out_dir, files=PACK_FILES, say=print):
     """Each unfinished run that can resume, as ``out_dir/resume_NAME.tar``, within what a device call returns.
 
-    Paths inside are relative to ``runs_dir``; a run too large to come back is named and left out.
+    At most ``files`` tars. Paths inside are relative to ``runs_dir``; a run too large to come back is named and
+    left out.
     """
     written = total = 0
     for r in runs:
         resumable = r.snapshot if r.framework == 'chainer' else r.checkpoint
         if r.status() not in RESUMABLE or not os.path.isfile(resumable):
             continue
-        path = os.path.join(out_dir, PACK_PREFIX + r.name + '.tar')
-        tmp = path + '.tmp'
-        try:
-            with tarfile.open(tmp, 'w') as tar:
-                for f in r.files():
-                    tar.add(f, arcname=os.path.relpath(f, runs_dir))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)  # no half-written tar (a full disk, a signal)
-            raise
-        size = os.path.getsize(tmp)
-        if (written == PACK_FILES or size > PACK_FILE_MIB << 20 or total + size > PACK_TOTAL_MIB << 20):
-            os.remove(tmp)
-            say('not packed: {} ({:.1f} MiB; a device call returns {} such files of at most {} MiB, {} MiB in '
-                'all)'.format(r.name, size / 2.0 ** 20, PACK_FILES, PACK_FILE_MIB, PACK_TOTAL_MIB))
+        members = r.files()
+        size = tar_size(members)
+        if written == files or size > PACK_FILE_MIB << 20 or total + size > PACK_TOTAL_MIB << 20:
+            say('not packed: {} ({:.1f} MiB; this call returns {} such files of at most {} MiB, {} MiB in '
+                'all)'.format(r.name, size / 2.0 ** 20, files, PACK_FILE_MIB, PACK_TOTAL_MIB))
             continue
-        os.replace(tmp, path)
+
+        def write(f):
+            # GNU format: whole-second times, so no PAX header per file and the size is tar_size's.
+            with tarfile.open(fileobj=f, mode='w', format=tarfile.GNU_FORMAT) as tar:
+                for m in members:
+                    tar.add(m, arcname=os.path.relpath(m, runs_dir))
+        path = os.path.join(out_dir, PACK_PREFIX + r.name + '.tar')
+        atomic_write(path, write)
         written, total = written + 1, total + size
         say('packed: {} (epoch {}, {:.1f} MiB)'.format(path, r.epochs(), size / 2.0 ** 20))
 
@@ -243,22 +249,13 @@ def unpack(in_dir, runs_dir, say=print):
             say('not unpacked: {} (the run here is at epoch {}, the tar\'s at {})'.format(
                 path, run.epochs(), packed.get('epochs')))
             continue
-        os.makedirs(run.folder, exist_ok=True)
-        for suffix in RUN_FILES[1:]:  # the record last: the run counts as unpacked once all of it is there
+        for suffix in RUN_FILES[1:] + RUN_FILES[:1]:  # the record last: the run is unpacked once all is there
             target = os.path.join(run.folder, run.name + suffix)
             if suffix in data:
-                _write(target, data[suffix])
+                atomic_write(target, lambda f: f.write(data[suffix]))
             elif os.path.exists(target):
                 os.remove(target)  # not the packed run's: it would be resumed from
-        _write(run.record, data['_run.json'])
         say('unpacked: {} (epoch {})'.format(path, packed.get('epochs')))
-
-
-def _write(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def stop(running, grace=30):
@@ -289,6 +286,8 @@ def build_parser():
                    help='a dry run: every run for 1 epoch on 256 images ({})'.format(' '.join(SMOKE)))
     p.add_argument('--pack', metavar='DIR', default=None,
                    help='at the end, write each unfinished run as DIR/resume_NAME.tar, to resume elsewhere')
+    p.add_argument('--pack_files', type=int, default=PACK_FILES,
+                   help='at most this many tars (default: %(default)s; a device call returns 8 files in all)')
     p.add_argument('--unpack', metavar='DIR', default=None,
                    help='first put back the runs of DIR/resume_*.tar (written by --pack) under RUNS_DIR')
     p.add_argument('--list', action='store_true', help='print the runs and their commands, run nothing')
@@ -317,7 +316,7 @@ def main(argv=None):
     compare.write_report(compare.find_logs([partial_dir]), os.path.join(partial_dir, 'report.md'),
                          os.path.join(partial_dir, 'test_error.png'))
     if args.pack:
-        pack(runs, args.runs_dir, args.pack)
+        pack(runs, args.runs_dir, args.pack, files=args.pack_files)
     unfinished = [r.name for r in runs if r.status() != 'finished']
     if unfinished:
         print('not finished: {}'.format(', '.join(unfinished)))

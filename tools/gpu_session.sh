@@ -5,8 +5,9 @@
 #   device run:  bash tools/gpu_session.sh      with carry ["gpu_carry"]
 #   the evidence table alone:  STAGES=evidence EVIDENCE_SECONDS=420 bash tools/gpu_session.sh
 #     (run it again on the still-held machine and the runs it stopped resume from their snapshots;
-#     the runs left unfinished also come back as $OUT/resume_NAME.tar, up to 4 of at most 16 MiB: copy them
-#     into gpu_carry/ and the next session resumes them, or here: tools/evidence.py --unpack FOLDER)
+#     the runs left unfinished also come back as $OUT/resume_NAME.tar, up to 4 of at most 16 MiB, fewer beside
+#     bench and recipe (a call returns 8 files): copy them into gpu_carry/ and the next session resumes them,
+#     or here: tools/evidence.py --unpack FOLDER)
 #   dry run on the CPU first:  GPU=-1 QUICK=1 bash tools/gpu_session.sh
 # (gpu_carry/ is git-ignored, so it travels only when named in carry: about 30 MB of the 64 MiB a call.)
 #
@@ -97,10 +98,14 @@ DTYPES=float32,mixed16
 
 # The check measures no time: the runs of the evidence table that fit in its shadow share the GPU with it.
 # With STAGES=evidence the GPU is the evidence table's alone, for EVIDENCE_SECONDS.
+# A call returns 8 files: session.log, environment.txt, evidence.log, runs.tar.gz, the stages' JSON, the rest tars.
+PACK_FILES=4
+has bench && PACK_FILES=$((PACK_FILES - 1))
+has recipe && PACK_FILES=$((PACK_FILES - 1))
 evidence() {
     $PY tools/evidence.py -g "$GPU" --jobs "${EVIDENCE_JOBS:-$(( $(nproc) > 10 ? 8 : 1 ))}" --deadline "$EVIDENCE_SECONDS" \
         --longest_first --runs_dir "$RUNS" ${EVIDENCE_RUNS:+--only "$EVIDENCE_RUNS"} $SMOKE \
-        $([ -d "$CARRY" ] && echo --unpack "$CARRY") --pack "$OUT" > "$OUT/evidence.log" 2>&1
+        $([ -d "$CARRY" ] && echo --unpack "$CARRY") --pack "$OUT" --pack_files "$PACK_FILES" > "$OUT/evidence.log" 2>&1
 }
 if has check; then
     log "evidence (in the background, ${EVIDENCE_SECONDS} s) and check"
