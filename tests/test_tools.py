@@ -308,3 +308,17 @@ def test_evidence_knows_a_tars_size_before_writing_it_whatever_the_snapshots_siz
         run = _stopped_run(evidence, tmp_path / 'gpu', snapshot=b'x' * n)
         evidence.pack([run], str(tmp_path / 'gpu'), str(out), say=lambda s: None)
         assert os.path.getsize(str(out / 'resume_resnet56-paper_s1.tar')) == evidence.tar_size(run.files()), n
+
+
+def test_evidence_only_narrows_to_a_framework_and_a_seed():
+    evidence = _load('evidence')
+
+    def names(text):
+        return [r.name for r in evidence.plan('results', -1, evidence.parse_only(text))]
+    assert names('article-vgg:s2') == ['article-vgg_s2']
+    assert names('resnet56-paper:pytorch:s1,article-cnn') == ['resnet56-paper_torch_s1', 'article-cnn_s1',
+                                                              'article-cnn_s2']
+    assert names('resnet20-paper:s3:chainer') == ['resnet20-paper_s3']
+    for bad in ('article-vgg:s3', 'article-vgg:pytorch', 'article-vgg:2', 'article-vgg:chainer:chainer', 'vgg'):
+        with pytest.raises(evidence.UserError, match='not a run of the table'):
+            evidence.parse_only(bad)

@@ -29,6 +29,7 @@ resume there::
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,24 +113,31 @@ class Run(object):
 
 
 def parse_only(text):
-    """``'resnet20-paper:pytorch,article-cnn'`` -> ``{('resnet20-paper', 'pytorch'), ('article-cnn', None)}``."""
+    """``'resnet20-paper:pytorch,article-vgg:s2'`` -> ``{('resnet20-paper', 'pytorch', None), ('article-vgg', None, 2)}``.
+
+    Each item is a row of the table, optionally narrowed to a framework (``:chainer``, ``:pytorch``) and to one
+    of its seeds (``:s2``).
+    """
+    rows = {p: (seeds, frameworks) for p, seeds, frameworks in ROWS}
     chosen = set()
     for item in (i.strip() for i in text.split(',') if i.strip()):
-        preset, _, framework = item.partition(':')
-        rows = {p: f for p, _, f in ROWS}
-        if preset not in rows or (framework and framework not in rows[preset]):
-            raise UserError('--only {}: not a row of the table; choose from {} (optionally :chainer or '
-                            ':pytorch)'.format(item, ', '.join(rows)))
-        chosen.add((preset, framework or None))
+        preset, *narrow = item.split(':')
+        seeds, frameworks = rows.get(preset, ((), ()))
+        framework = next((n for n in narrow if n in frameworks), None)
+        seed = next((int(n[1:]) for n in narrow if re.match(r'^s[0-9]+$', n) and int(n[1:]) in seeds), None)
+        if preset not in rows or len(narrow) != (framework is not None) + (seed is not None):
+            raise UserError('--only {}: not a run of the table; choose from {} (optionally :chainer or :pytorch, '
+                            'and a seed of the row, :s1, :s2, ...)'.format(item, ', '.join(rows)))
+        chosen.add((preset, framework, seed))
     return chosen
 
 
 def plan(runs_dir, gpu, only=None, smoke=False, longest_first=False):
     """Every run of the table (or of ``only``, from :func:`parse_only`), in table order or the longest first."""
-    def wanted(preset, framework):
-        return not only or (preset, None) in only or (preset, framework) in only
+    def wanted(preset, framework, seed):
+        return not only or any(p == preset and f in (None, framework) and s in (None, seed) for p, f, s in only)
     runs = [Run(p, s, f, runs_dir, gpu, smoke) for p, seeds, frameworks in ROWS
-            for s in seeds for f in frameworks if wanted(p, f)]
+            for s in seeds for f in frameworks if wanted(p, f, s)]
     return sorted(runs, key=lambda r: -r.cost) if longest_first else runs
 
 
@@ -279,7 +287,8 @@ def build_parser():
                    help='seconds after which the runs still going are stopped (default: none)')
     p.add_argument('--runs_dir', default='results', help='runs go to RUNS_DIR/partial/PRESET/')
     p.add_argument('--only', default=None,
-                   help='comma list of presets, each optionally :chainer or :pytorch (default: every run)')
+                   help='comma list of presets, each optionally :chainer or :pytorch and a seed :s1, :s2, ... '
+                        '(default: every run)')
     p.add_argument('--longest_first', action='store_true',
                    help='start the longest runs first (for many --jobs); default: the table\'s order')
     p.add_argument('--smoke', action='store_true',
