@@ -390,3 +390,14 @@ def test_a_resumed_runs_record_lists_each_process_that_trained_it_and_the_report
     (group,) = report.group_runs([runs.load_run(str(out / 'run_log.csv'))])
     cpu = ' '.join(filter(None, [segments[1]['device_name'], 'CPU (@numpy)']))
     assert report._device(group) == 'NVIDIA H100 80GB HBM3 GPU (@cupy:0), ' + cpu
+
+
+def test_the_run_record_names_the_commit_the_caller_gives_for_a_copied_tree(data, tmp_path, monkeypatch):
+    # A lent GPU machine's .git can be older than the files it runs; tools/gpu_session.sh passes COMMIT on.
+    from chainer_cifar.training.record import code_version
+    monkeypatch.delenv('CHAINER_CIFAR_CODE', raising=False)
+    found = code_version()
+    monkeypatch.setenv('CHAINER_CIFAR_CODE', 'abc1234')
+    assert code_version() == 'abc1234' != found
+    assert run(tiny_argv(data, tmp_path / 'out', '--iter', '1', *FLAGS)) == 0
+    assert json.loads((tmp_path / 'out' / 'run_run.json').read_text())['code'] == 'abc1234'

@@ -31,7 +31,7 @@
 # over 10 cores, else 1), CHECK_MODELS (default all), CHECK_SECONDS (the check's limit, default 60), GPU
 # (default 0; -1 = a dry run on the CPU), CARRY (default gpu_carry), OUT (default results/gpu_session),
 # QUICK=1 (tiny sizes), BUDGET (seconds for the whole script, default 420), PYTHON (default python3), COMMIT
-# (the commit, for the record, where the copy has no .git).
+# (the tree's commit, for the log and the run records: a lent machine's .git can be older than the tree).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU=${GPU:-0}
@@ -63,9 +63,12 @@ if ! $PY -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("chai
     export PYTHONPATH=/tmp/chainer-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
+# The machine's copy of the history can be older than the tree it was sent: COMMIT names the tree's commit in this
+# log and in every run record (record.code_version).
+[ -n "${COMMIT:-}" ] && export CHAINER_CIFAR_CODE=$COMMIT
 {
     date -u +%Y-%m-%dT%H:%M:%SZ
-    git log -1 --format='commit %h %s' 2>/dev/null || echo "commit: ${COMMIT:-unknown} (from the caller)"
+    if [ -n "${COMMIT:-}" ]; then echo "commit: $COMMIT (from the caller)"; else git log -1 --format='commit %h %s' 2>/dev/null || echo 'commit: unknown'; fi
     git status --short 2>/dev/null | head -20
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     grep -m1 'model name' /proc/cpuinfo; echo "cpus: $(nproc)"

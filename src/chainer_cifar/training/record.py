@@ -95,7 +95,11 @@ def code_version():
     """``git describe`` of the checkout this package runs from (``+dirty`` with local changes), or None.
 
     Recorded in ``_run.json`` so that a result can be traced to the code that produced it.
+    ``$CHAINER_CIFAR_CODE`` overrides it, for a copied tree whose ``.git`` is not its own
+    (a lent GPU machine's copy of the history can be older than the files it runs).
     """
+    if os.environ.get('CHAINER_CIFAR_CODE'):
+        return os.environ['CHAINER_CIFAR_CODE']
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(['git', '-C', here, 'rev-parse', '--short', 'HEAD'], capture_output=True,
