@@ -3,6 +3,7 @@
 
     python tools/evidence.py -g 0 --jobs 14 --deadline 300     # a GPU machine: every run at once
     python tools/evidence.py --jobs 1 --only resnet20-paper    # the CPU: one run after the other
+    python tools/evidence.py -g 0 --only article-vgg:s2        # one seed of one row (:chainer/:pytorch too)
     python tools/evidence.py --list                            # the runs and their commands
 
 Each run is one command a user can type (printed by ``--list``):
