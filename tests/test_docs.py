@@ -104,3 +104,27 @@ def test_every_number_in_the_readme_results_table_comes_from_the_committed_logs(
     rows = [line for line in shown.splitlines() if line.startswith('| ')][2:]  # below the header and its rule
     numbers = [n for row in rows for n in re.findall(r'\d+\.\d\d', row.split(' | ')[1] + row.split(' | ')[2])]
     assert rows and numbers and [n for n in numbers if n not in known] == []
+
+
+def test_the_readme_epoch_costs_are_the_benchmark_rates_of_the_model_each_row_names():
+    import json
+    readme = open(os.path.join(os.path.dirname(DOCS), 'README.md'), encoding='utf-8').read()
+    table = readme[readme.index('What an epoch costs'):readme.index('## Compare with the published numbers')]
+    runs = {}
+    for path, backend in (('results/gpu/bench_gpu_h200_2026-11-26.json', 'stock'),
+                          ('results/bench_cpu_models_2026-11-26.json', 'fast')):
+        with open(os.path.join(DOCS, path)) as f:
+            runs[path] = {r['model']: r[backend]['train']['median']
+                          for r in json.load(f)['results'] if r.get('dtype', 'float32') == 'float32'}
+    rows = re.findall(r'^\| `([a-z0-9_]+)((?: --[a-z_]+ \S+)*)` \| ([\d,]+) img/s, ([\d.]+) (s|min) \| '
+                      r'([\d,]+) img/s, ([\d.]+) (s|min) \|$', table, re.M)
+    assert len(rows) == len([line for line in table.splitlines() if line.startswith('| `')]) > 0
+    for model, flags, *cells in rows:
+        options = re.findall(r'--([a-z_]+) (\S+)', flags)  # `residual --res_depth 12`: residual:res_depth=12
+        spec = model + (':' + ','.join('{}={}'.format(k, v) for k, v in options) if options else '')
+        for run, (rate, time, unit) in zip(runs.values(), (cells[:3], cells[3:])):
+            assert spec in run, '{}: not in the benchmark run the table cites'.format(spec)
+            assert int(rate.replace(',', '')) == round(run[spec]), spec
+            unit = 60 if unit == 'min' else 1
+            digits = len(time.partition('.')[2])  # an epoch of 45,000 images, rounded as shown
+            assert abs(float(time) - 45000 / run[spec] / unit) <= 0.5 * 10 ** -digits + 1e-9, spec
