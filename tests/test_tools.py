@@ -322,3 +322,12 @@ def test_evidence_only_narrows_to_a_framework_and_a_seed():
     for bad in ('article-vgg:s3', 'article-vgg:pytorch', 'article-vgg:2', 'article-vgg:chainer:chainer', 'vgg'):
         with pytest.raises(evidence.UserError, match='not a run of the table'):
             evidence.parse_only(bad)
+
+
+@pytest.mark.parametrize('argv, message', [(['--jobs', '0'], '--jobs must be at least 1'),
+                                           (['--pack_files', '-1'], '--pack_files must be 0 or more')])
+def test_evidence_refuses_a_count_out_of_range_in_one_line(tmp_path, argv, message):
+    evidence = _load('evidence')
+    with pytest.raises(evidence.UserError, match=message):
+        evidence.main(argv + ['--runs_dir', str(tmp_path)])
+    assert os.listdir(str(tmp_path)) == []

@@ -114,7 +114,7 @@ class Run(object):
 
 
 def parse_only(text):
-    """``'resnet20-paper:pytorch,article-vgg:s2'`` -> ``{('resnet20-paper', 'pytorch', None), ('article-vgg', None, 2)}``.
+    """``'article-cnn:chainer,article-vgg:s2'`` -> ``{('article-cnn', 'chainer', None), ('article-vgg', None, 2)}``.
 
     Each item is a row of the table, optionally narrowed to a framework (``:chainer``, ``:pytorch``) and to one
     of its seeds (``:s2``).
@@ -309,6 +309,8 @@ def main(argv=None):
     only = parse_only(args.only) if args.only else None
     if args.jobs < 1:
         raise UserError('--jobs must be at least 1, got {}'.format(args.jobs))
+    if args.pack_files < 0:
+        raise UserError('--pack_files must be 0 or more, got {}'.format(args.pack_files))
     runs = plan(args.runs_dir, args.gpu, only, args.smoke, args.longest_first)
     if args.list:
         for r in runs:

@@ -68,8 +68,12 @@ export PYTHONUNBUFFERED=1
 [ -n "${COMMIT:-}" ] && export CHAINER_CIFAR_CODE=$COMMIT
 {
     date -u +%Y-%m-%dT%H:%M:%SZ
-    if [ -n "${COMMIT:-}" ]; then echo "commit: $COMMIT (from the caller)"; else git log -1 --format='commit %h %s' 2>/dev/null || echo 'commit: unknown'; fi
-    git status --short 2>/dev/null | head -20
+    if [ -n "${COMMIT:-}" ]; then
+        echo "commit: $COMMIT (from the caller)"  # the stale history's status would list COMMIT's own changes
+    else
+        git log -1 --format='commit %h %s' 2>/dev/null || echo 'commit: unknown'
+        git status --short 2>/dev/null | head -20
+    fi
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     grep -m1 'model name' /proc/cpuinfo; echo "cpus: $(nproc)"
     $PY -c 'import sys; sys.path.insert(0, "src"); import chainer_cifar, numpy, chainer
