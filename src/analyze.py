@@ -63,7 +63,7 @@ def _data_flags(p):
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog=__doc__)
+               epilog=__doc__.split('\n', 1)[1])
     sub = p.add_subparsers(dest='command', required=True)
     pr = sub.add_parser('predict', help='top-3 classes of image files (PNG/JPEG, any size) or of test images')
     _model_flags(pr)

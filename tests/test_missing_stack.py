@@ -1,4 +1,4 @@
-"""A front end run by a Python without Chainer (or NumPy) says so in one line and names the fix."""
+"""A front end run by a Python without its stack (Chainer, NumPy; PyTorch for the control) says so in one line."""
 import glob
 import os
 import subprocess
@@ -32,6 +32,15 @@ def test_a_missing_chainer_is_one_line_naming_the_install_script(script, without
     assert result.stdout == ''
     (line,) = result.stderr.splitlines()
     assert line.startswith('error: chainer is not installed for ') and 'bash scripts/install.sh' in line
+
+
+@pytest.mark.parametrize('script', ['tools/torch_control.py', 'tools/lockstep.py'])
+def test_a_missing_pytorch_is_one_line_naming_the_dev_requirements(script, without):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), '--help'], env=without('torch'), cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ''
+    (line,) = result.stderr.splitlines()
+    assert line.startswith('error: torch is not installed for ') and 'requirements-dev.txt' in line
 
 
 def test_a_missing_numpy_is_one_line_too(without):

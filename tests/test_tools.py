@@ -136,7 +136,7 @@ def test_cupy_audit_without_cupy_is_one_error_line():
     except Exception:
         pass
     with pytest.raises(SystemExit) as e:
-        _load('cupy_audit').main()
+        _load('cupy_audit').main([])
     message = str(e.value)
     assert message.startswith('error: CuPy cannot be imported here (') and '\n' not in message
 

@@ -12,6 +12,7 @@ inside a ``try``, in a comment or URL, or a real break. It then imports
 Chainer sees CuPy and cuDNN. Importing CuPy and resolving names needs the CUDA
 libraries (cuBLAS and friends), not a driver or a GPU.
 """
+import argparse
 import collections
 import importlib
 import os
@@ -64,7 +65,9 @@ def resolve(name):
     return None
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=__doc__.split('\n', 1)[1]).parse_args(argv)
     try:
         import cupy
     except Exception as e:  # ImportError, or a CUDA library that fails to load

@@ -281,7 +281,7 @@ def stop(running, grace=30):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id for every run; negative = CPU')
     p.add_argument('--jobs', type=int, default=1, help='runs at a time (default: %(default)s)')
     p.add_argument('--deadline', type=float, default=None,

@@ -38,12 +38,13 @@ from chainer_cifar.training.args import parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.trainer import Classifier, make_optimizer, make_schedule, setup_optimizer  # noqa: E402
 
+import torch_control as tc  # noqa: E402  (first: it says in one line when PyTorch is missing)
+
 import chainer  # noqa: E402
 import numpy  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import torch_control as tc  # noqa: E402
 from weight_map import carray, copy_into_chainer, mapped  # noqa: E402
 
 COLUMNS = ['step', 'lr', 'chainer_loss', 'control_loss', 'baseline_loss', 'param_distance',
@@ -156,7 +157,7 @@ def run(opts):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__,
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('preset', help='a preset the control implements, e.g. resnet56-paper (its partial recipe)')
     p.add_argument('--seed', type=int, default=1, help='the control run\'s seed: initial weights and batches')

@@ -54,7 +54,12 @@ from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # 
 from chainer_cifar.training.record import code_version, dataset_info, write_json  # noqa: E402
 
 import numpy  # noqa: E402
-import torch  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+except ModuleNotFoundError as e:  # an optional development requirement, not a dependency of the package
+    chainer_cifar.missing_dependency(e, '`.venv/bin/python -m pip install -r requirements-dev.txt` installs it')
+    raise
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -386,7 +391,7 @@ def get_device(gpu):
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog=__doc__)
+               epilog=__doc__.split('\n', 1)[1])
     p.add_argument('preset', help='a preset name (see `python src/compare.py list`)')
     p.add_argument('--scale', choices=presets.SCALES, default='full', help='the preset\'s full or partial recipe')
     p.add_argument('--seeds', default='1', help='comma-separated seeds, e.g. 1,2,3')
