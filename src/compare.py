@@ -24,6 +24,7 @@ import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets, report, runs  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 # Where the run happens and how much it prints are not part of the recipe.
 _NOT_RECIPE = {'-g', '--gpu', '--resume'}  # flags with a value
@@ -31,7 +32,7 @@ _NOT_RECIPE_SWITCHES = {'--quiet'}        # flags without one
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+    p = Parser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     sub = p.add_subparsers(dest='command', required=True)
     sub.add_parser('list', help='list the presets and their published numbers')

@@ -21,7 +21,7 @@ from chainer_cifar.models import (CNN, CNNBN, CNNWN, VGG, CNNWithBatch, Identity
                                   PyramidNet, ResidualNet, ResNet, ShakeShakeNet, create_model,
                                   list_models, model_info, register_model)
 from chainer_cifar.models import summary  # noqa: E402
-from chainer_cifar.training.args import add_model_option_arguments, model_options  # noqa: E402
+from chainer_cifar.training.args import Parser, add_model_option_arguments, model_options  # noqa: E402
 
 
 def _positive(text):
@@ -32,7 +32,7 @@ def _positive(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='List the CIFAR-10 models with their layer and parameter counts.')
+    p = Parser(description='List the CIFAR-10 models with their layer and parameter counts.')
     p.add_argument('--model', '-m', nargs='+', metavar='NAME',
                    help='only these models (default: all)')
     add_model_option_arguments(p, count_type=_positive)  # flags change no count, but -m must take them

@@ -9,7 +9,6 @@ and prints its peak (NumPy buffers are traced; the interpreter and BLAS are
 not) and its wall time. ``--stock`` uses Chainer's own functions, the ones
 a GPU runs, instead of the fast CPU kernels.
 """
-import argparse
 import gc
 import os
 import sys
@@ -24,7 +23,9 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 
 from chainer_cifar.functions import keep_memory  # noqa: E402
+from chainer_cifar.errors import run_main  # noqa: E402
 from chainer_cifar.models.registry import create_model  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 from chainer_cifar.training.trainer import Classifier  # noqa: E402
 from chainer_cifar.training.updater import AccumulatingUpdater  # noqa: E402
 
@@ -52,7 +53,7 @@ def measure(name, parts, batch, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('model')
     p.add_argument('--parts', default='1,2,4', help='comma list of --accumulate values')
     p.add_argument('--batch', type=int, default=128)
@@ -68,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

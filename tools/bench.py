@@ -28,7 +28,6 @@ it all as JSON with ``--json``. Timings belong here, not in the unit tests.
 
 A measurement tool, not part of the package: the package imports no PyTorch.
 """
-import argparse
 import datetime
 import gc
 import json
@@ -53,6 +52,7 @@ import chainer.functions as F  # noqa: E402
 
 from chainer_cifar.errors import UserError  # noqa: E402
 from chainer_cifar.functions import _native, _parallel, keep_memory  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')
@@ -471,7 +471,7 @@ def format_table(results):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = Parser(description=__doc__.split('\n')[0])
     p.add_argument('--models', default=','.join(DEFAULT_MODELS),
                    help='comma-separated model names (default: %(default)s)')
     p.add_argument('--batch', type=int, default=128)

@@ -25,6 +25,9 @@ import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before Chaine
 
 import chainer  # noqa: E402
 
+from chainer_cifar.errors import run_main  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
+
 NAME = re.compile(r'\b(?:cuda\.)?(cupyx?(?:\.[A-Za-z_][A-Za-z0-9_]*)+)')
 
 
@@ -66,7 +69,7 @@ def resolve(name):
 
 
 def main(argv=None):
-    argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    Parser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                             epilog=__doc__.split('\n', 1)[1]).parse_args(argv)
     try:
         import cupy
@@ -98,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

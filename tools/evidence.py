@@ -44,6 +44,7 @@ import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 # The table of issue "Show the reproduction": (preset, seeds, frameworks).
 ROWS = [
@@ -280,7 +281,7 @@ def stop(running, grace=30):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+    p = Parser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id for every run; negative = CPU')
     p.add_argument('--jobs', type=int, default=1, help='runs at a time (default: %(default)s)')

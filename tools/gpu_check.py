@@ -40,9 +40,10 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
-from chainer_cifar.errors import UserError  # noqa: E402
+from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.models import create_model, list_models  # noqa: E402
 from chainer_cifar.training import get_device  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 from bench import parse_model_spec  # noqa: E402  (tools/bench.py)
 
@@ -101,7 +102,7 @@ def check_model(spec, device, batch, dtype=numpy.float64, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = Parser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('-g', '--gpu', type=int, default=0, help='GPU id; -1 = the CPU with stock Chainer')
     p.add_argument('--models', default=GPU_MODELS,
@@ -154,4 +155,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -34,7 +34,7 @@ from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.models import create_model  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.training import workers  # noqa: E402
-from chainer_cifar.training.args import parse_args  # noqa: E402
+from chainer_cifar.training.args import Parser, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.trainer import Classifier, make_optimizer, make_schedule, setup_optimizer  # noqa: E402
 
@@ -157,7 +157,7 @@ def run(opts):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
+    p = Parser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('preset', help='a preset the control implements, e.g. resnet56-paper (its partial recipe)')
     p.add_argument('--seed', type=int, default=1, help='the control run\'s seed: initial weights and batches')
@@ -180,4 +180,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    sys.exit(run_main(main))

@@ -25,7 +25,6 @@ forward and backward times of the node, float32, at the batch size given:
   with the rate in GFLOP/s (the third column says which one ``_direct.py``
   picks).
 """
-import argparse
 import os
 import sys
 import time
@@ -39,7 +38,9 @@ import chainer  # noqa: E402
 
 import chainer_cifar.functions as CF  # noqa: E402
 from chainer_cifar.functions import _direct, _native, _parallel, keep_memory  # noqa: E402
+from chainer_cifar.errors import run_main  # noqa: E402
 from chainer_cifar.functions.convolution import Convolution2DFast  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 
 def _bn(batch, c, hw, rng):
@@ -186,7 +187,7 @@ def time_grad_w_kernels(batch, c, o, hw, k, stride, repeats, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = Parser(description=__doc__.split('\n')[0])
     p.add_argument('--repeats', type=int, default=15)
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--threads', type=int, default=None)
@@ -235,4 +236,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_main(main))

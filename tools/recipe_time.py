@@ -29,6 +29,7 @@ import numpy  # noqa: E402
 from chainer_cifar.data.pickles import save_pickle  # noqa: E402
 from chainer_cifar.errors import UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
+from chainer_cifar.training.args import Parser  # noqa: E402
 
 
 def write_synthetic(folder, n_train, n_test, seed=0):
@@ -56,7 +57,7 @@ def _flag(args, name):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+    p = Parser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id; negative = CPU')
     p.add_argument('--preset', default='resnet20-paper', help='the recipe (see `compare.py list`)')
