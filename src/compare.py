@@ -33,7 +33,7 @@ _NOT_RECIPE_SWITCHES = {'--quiet'}        # flags without one
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     sub = p.add_subparsers(dest='command', required=True)
     sub.add_parser('list', help='list the presets and their published numbers')
     r = sub.add_parser('run', help='train a preset once per seed (extra flags go to train.py)',

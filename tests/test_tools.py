@@ -331,3 +331,18 @@ def test_evidence_refuses_a_count_out_of_range_in_one_line(tmp_path, argv, messa
     with pytest.raises(evidence.UserError, match=message):
         evidence.main(argv + ['--runs_dir', str(tmp_path)])
     assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize('extra', [[], ['--list']])
+def test_evidence_checks_its_folders_before_it_unpacks_or_lists_anything(tmp_path, extra):
+    evidence = _load('evidence')
+    out = tmp_path / 'out'
+    out.mkdir()
+    evidence.pack([_stopped_run(evidence, tmp_path / 'then', epochs=5)], str(tmp_path / 'then'), str(out),
+                  say=lambda s: None)
+    here = tmp_path / 'here'
+    with pytest.raises(evidence.UserError, match='--pack .*missing: no such folder'):
+        evidence.main(['--unpack', str(out), '--pack', str(tmp_path / 'missing'), '--runs_dir', str(here)] + extra)
+    with pytest.raises(evidence.UserError, match='--unpack .*missing: no such folder'):
+        evidence.main(['--unpack', str(tmp_path / 'missing'), '--runs_dir', str(here)] + extra)
+    assert not here.exists()

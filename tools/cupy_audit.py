@@ -70,7 +70,7 @@ def resolve(name):
 
 def main(argv=None):
     Parser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                            epilog=__doc__.split('\n', 1)[1]).parse_args(argv)
+           epilog=__doc__.split('\n', 1)[1]).parse_args(argv)
     try:
         import cupy
     except Exception as e:  # ImportError, or a CUDA library that fails to load

@@ -282,7 +282,7 @@ def stop(running, grace=30):
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id for every run; negative = CPU')
     p.add_argument('--jobs', type=int, default=1, help='runs at a time (default: %(default)s)')
     p.add_argument('--deadline', type=float, default=None,
@@ -312,6 +312,10 @@ def main(argv=None):
         raise UserError('--jobs must be at least 1, got {}'.format(args.jobs))
     if args.pack_files < 0:
         raise UserError('--pack_files must be 0 or more, got {}'.format(args.pack_files))
+    if args.unpack and not os.path.isdir(args.unpack):
+        raise UserError('--unpack {}: no such folder'.format(args.unpack))
+    if args.pack and not os.path.isdir(args.pack):
+        raise UserError('--pack {}: no such folder; create it first'.format(args.pack))
     runs = plan(args.runs_dir, args.gpu, only, args.smoke, args.longest_first)
     if args.list:
         for r in runs:
@@ -319,11 +323,7 @@ def main(argv=None):
         return 0
     partial_dir = os.path.join(args.runs_dir, 'partial')
     if args.unpack:
-        if not os.path.isdir(args.unpack):
-            raise UserError('--unpack {}: no such folder'.format(args.unpack))
         unpack(args.unpack, args.runs_dir)
-    if args.pack and not os.path.isdir(args.pack):
-        raise UserError('--pack {}: no such folder; create it first'.format(args.pack))
     execute(runs, args.jobs, args.deadline, os.path.join(partial_dir, 'logs'))
     import compare
     compare.write_report(compare.find_logs([partial_dir]), os.path.join(partial_dir, 'report.md'),

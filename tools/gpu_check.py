@@ -103,7 +103,7 @@ def check_model(spec, device, batch, dtype=numpy.float64, seed=0):
 
 def main(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('-g', '--gpu', type=int, default=0, help='GPU id; -1 = the CPU with stock Chainer')
     p.add_argument('--models', default=GPU_MODELS,
                    help='comma list of registry models (name:key=value), or "all": these, then every other '

@@ -158,7 +158,7 @@ def run(opts):
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('preset', help='a preset the control implements, e.g. resnet56-paper (its partial recipe)')
     p.add_argument('--seed', type=int, default=1, help='the control run\'s seed: initial weights and batches')
     p.add_argument('--steps', type=int, default=100, help='updates to take')

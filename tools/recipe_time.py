@@ -58,7 +58,7 @@ def _flag(args, name):
 
 def build_parser():
     p = Parser(description=__doc__.split('\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n', 1)[1])
     p.add_argument('-g', '--gpu', type=int, default=-1, help='GPU id; negative = CPU')
     p.add_argument('--preset', default='resnet20-paper', help='the recipe (see `compare.py list`)')
     p.add_argument('--epochs', type=int, default=6, help='epochs to time (>= 2; the first is left out)')
