@@ -31,7 +31,8 @@ log so far) goes to ``PRESET_torch_sSEED.ckpt``; ``--resume`` continues each
 seed from it, with the same numbers as an uninterrupted run on the same
 device. A resume that changes the recipe is refused (a longer ``--iter`` is
 allowed). The checkpoint is read with ``torch.load(weights_only=True)``: it
-cannot run code.
+cannot run code. As with ``train.py``, one process writes a seed's files at a
+time (``chainer_cifar.training.lock``).
 """
 import argparse
 import datetime
@@ -51,6 +52,7 @@ from chainer_cifar.training.args import Parser, model_options, parse_args  # noq
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.device import device_name  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # noqa: E402
+from chainer_cifar.training.lock import OutputLock  # noqa: E402
 from chainer_cifar.training.record import code_version, dataset_info, write_json  # noqa: E402
 
 import numpy  # noqa: E402
@@ -324,8 +326,6 @@ def train(args, device, sidecar, resume=False):
         rows, saved = load_checkpoint(checkpoint, model, optimizer, (order_gen, augment_gen), recipe, device)
         record.update({k: saved[k] for k in ('start_time', 'best_epoch', 'best_valid_error', 'test_error_at_best')})
         record['epochs'] = len(rows)  # the run record says how far the run is while it goes on
-    write_json(base + '_preset.json', sidecar)
-    write_json(base + '_run.json', record)
     if not args.quiet:
         print('{}: {:,} parameters; {n_train} train / {n_valid} valid / {n_test} test images; {}'.format(
             args.model, record['parameters'], device, **sizes), flush=True)
@@ -333,7 +333,10 @@ def train(args, device, sidecar, resume=False):
     # As BestModel: the first epoch of the lowest validation error.
     best_error = min([r['valid_error'] for r in rows if r['valid_error'] is not None] or [float('inf')])
     status, t0 = 'failed', time.time() - (rows[-1]['elapsed'] if rows else 0.0)
+    lock = OutputLock(base).acquire()  # one process per seed's files, as train.py
     try:
+        write_json(base + '_preset.json', sidecar)
+        write_json(base + '_run.json', record)
         for epoch in range(len(rows) + 1, args.iter + 1):
             train_loss, train_error, lr = train_epoch(model, optimizer, args, *data['train'], epoch - 1,
                                                       order_gen, augment_gen)
@@ -365,7 +368,10 @@ def train(args, device, sidecar, resume=False):
     finally:
         record.update(status=status, end_time=datetime.datetime.now().isoformat(),
                       wall_seconds=round(time.time() - t0, 3), epochs=len(rows))
-        write_json(base + '_run.json', record)
+        try:
+            write_json(base + '_run.json', record)
+        finally:
+            lock.release()
     final = 100 * rows[-1]['test_error']
     if record['best_valid_error'] is None:
         print('no validation set: test error of the last epoch ({}) {:.2f}%'.format(len(rows), final))

@@ -30,6 +30,7 @@ from chainer_cifar.training import checkpoint, extensions as X, workers as worke
 from chainer_cifar.training.args import model_options
 from chainer_cifar.training.data import Converter, EpochIterator, load_splits, resident_arrays
 from chainer_cifar.training.device import device_name
+from chainer_cifar.training.lock import OutputLock
 from chainer_cifar.training.record import (RunRecord, code_version, count_parameters, dataset_info,
                                           earlier_segments, versions)
 from chainer_cifar.training.schedule import LearningRate, Schedule
@@ -131,7 +132,8 @@ def _train(args, device, splits, predictor, workers, advice):
     _say(quiet, '{}: {:,} parameters; {} train / {} valid / {} test images; {}'.format(
         args.model, n_params, meta['n_train'], meta['n_valid'], meta['n_test'], device))
     _say(quiet, workers.describe(args.batch_size, lr_attr, base_lr))
-    run(trainer, record, guard, snapshot, best)
+    lock = OutputLock(os.path.join(args.out, args.prefix), enabled=workers.is_writer)
+    run(trainer, record, guard, snapshot, best, lock)
 
     rows = X.log_rows(log_report.log)
     return Summary(best.best_epoch, best.best_error if best.has_valid else None, best.test_error_at_best,
@@ -251,12 +253,15 @@ def resume(trainer, args, snapshot, workers, generators, quiet=False):
         args.resume, updater.epoch_detail, updater.iteration))
 
 
-def run(trainer, record, guard, snapshot, best):
+def run(trainer, record, guard, snapshot, best, lock):
     """``trainer.run()`` between the run record saying ``running`` and the one saying how it ended.
 
-    Re-raises how it stopped: :class:`.TrainingInterrupted` (a signal; a
-    second one stops at once), :class:`.TrainingDiverged` or any error ('failed').
+    Holds ``lock`` (:class:`.OutputLock`) throughout: a run already writing
+    these outputs refuses this one before anything is written. Re-raises how
+    it stopped: :class:`.TrainingInterrupted` (a signal; a second one stops at
+    once), :class:`.TrainingDiverged` or any error ('failed').
     """
+    lock.acquire()
     status = 'failed'
     # From the first "running" record on, every way out rewrites it with how the run ended.
     guard.install()
@@ -276,9 +281,12 @@ def run(trainer, record, guard, snapshot, best):
         raise
     finally:
         guard.uninstall()
-        record.finish(status, epochs=trainer.updater.epoch, best_epoch=best.best_epoch,
-                      best_valid_error=best.best_error if best.has_valid else None,
-                      test_error_at_best=best.test_error_at_best)
+        try:
+            record.finish(status, epochs=trainer.updater.epoch, best_epoch=best.best_epoch,
+                          best_valid_error=best.best_error if best.has_valid else None,
+                          test_error_at_best=best.test_error_at_best)
+        finally:
+            lock.release()
 
 
 # ---------------------------------------------------------------- what the run writes
