@@ -22,9 +22,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets, report, runs  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 # Where the run happens and how much it prints are not part of the recipe.
 _NOT_RECIPE = {'-g', '--gpu', '--resume'}  # flags with a value
@@ -92,6 +91,7 @@ def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, sca
     the run can be retyped as ``python src/train.py ...``.
     """
     from chainer_cifar.training.args import parse_args
+    from chainer_cifar.training.lock import OutputLock
     if run_training is None:
         import train
         run_training = train.run
@@ -105,10 +105,15 @@ def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, sca
         base = os.path.join(args.out, args.prefix)  # where train.py writes this seed's files
         sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
                    'overrides': _recipe_changes(extra), 'argv': argv}
-        os.makedirs(args.out, exist_ok=True)
-        atomic_write(base + runs.PRESET_SUFFIX, lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'), mode='w')
-        print('== {} seed {}: python src/train.py {}'.format(name, seed, ' '.join(argv)), flush=True)
-        rc = run_training(args)
+        # Held from the sidecar on (train.py takes it again): a seed another run is writing is refused untouched.
+        lock = OutputLock(base).acquire()
+        try:
+            atomic_write(base + runs.PRESET_SUFFIX, lambda f: f.write(json.dumps(sidecar, indent=1) + '\n'),
+                         mode='w')
+            print('== {} seed {}: python src/train.py {}'.format(name, seed, ' '.join(argv)), flush=True)
+            rc = run_training(args)
+        finally:
+            lock.release()
         if rc:  # interrupted (130): the remaining seeds would not be the requested set
             raise UserError('{} seed {} stopped (exit code {}); finish it with the --resume command above, '
                             'then rerun the remaining seeds'.format(name, seed, rc))

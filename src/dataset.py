@@ -16,8 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data import build, pickles, preprocess  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402  (a bad flag is one error line)
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 
 
 def _variants(text):

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chainer_cifar  # noqa: E402,F401  (compat layer before chainer)
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.functions import keep_memory  # noqa: E402
 from chainer_cifar.training import args as targs  # noqa: E402
 from chainer_cifar.training import get_device  # noqa: E402
@@ -19,7 +19,7 @@ from chainer_cifar.training.evaluate import test_saved_model  # noqa: E402
 
 
 def build_parser():
-    p = targs.Parser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('model_file', help='<prefix>.model or <prefix>_<epoch>.model written by train.py')
     targs.add_device_arguments(p)
     targs.add_model_arguments(p)

@@ -16,12 +16,12 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import chainer_cifar  # noqa: E402,F401  (compatibility layer before chainer)
-from chainer_cifar.errors import run_main  # noqa: E402
+from chainer_cifar.errors import Parser, run_main  # noqa: E402
 from chainer_cifar.models import (CNN, CNNBN, CNNWN, VGG, CNNWithBatch, IdentityMapping,  # noqa: E402,F401
                                   PyramidNet, ResidualNet, ResNet, ShakeShakeNet, create_model,
                                   list_models, model_info, register_model)
 from chainer_cifar.models import summary  # noqa: E402
-from chainer_cifar.training.args import Parser, add_model_option_arguments, model_options  # noqa: E402
+from chainer_cifar.training.args import add_model_option_arguments, model_options  # noqa: E402
 
 
 def _positive(text):

@@ -3,10 +3,12 @@
 Importing it registers the tiny models (once per process); they have
 BatchNorm and dropout so that train/test mode and the saved random state matter.
 """
+import contextlib
 import csv
 import json
 import os
 import subprocess
+import sys
 
 import numpy
 import pytest
@@ -292,3 +294,19 @@ def check_convolution_double_backward(case):
     f, args, gy, rng = _conv64(case, 2)
     ggs = [rng.standard_normal(a.shape) for a in args]
     gradient_check.check_double_backward(f, args, gy, ggs, dtype=numpy.float64, atol=1e-5, rtol=1e-5)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(base):
+    """The output lock of ``base`` held by another process (within one it is re-entrant); yields that pid."""
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'src')
+    code = ('import sys; sys.path.insert(0, {!r}); from chainer_cifar.training.lock import OutputLock; '
+            'lock = OutputLock({!r}).acquire(); print("held", flush=True); sys.stdin.read(); lock.release()'
+            ).format(src, base)
+    holder = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'held\n'
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -363,17 +363,16 @@ def test_lockstep_refuses_a_recipe_the_control_does_not_implement(capsys):
 
 
 def test_a_seed_another_control_run_is_writing_is_refused_before_anything_is_written(tmp_path, capsys):
-    from chainer_cifar.training.lock import OutputLock
+    from helpers import lock_held_elsewhere
     image, label = write_pickles(tmp_path / 'dataset', n_train=40, n_test=12)
     folder = presets.run_dir(str(tmp_path / 'results'), 'resnet20-paper', 'partial')
-    held = OutputLock(os.path.join(folder, 'resnet20-paper_torch_s1')).acquire()
     argv = ['resnet20-paper', '--scale', 'partial', '--seeds', '1', '--iter', '1', '-d', image, '-l', label,
             '--runs_dir', str(tmp_path / 'results'), '--quiet']
-    assert run_main(tc.main, argv) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith('error: another run (pid {}) is writing '.format(os.getpid()))
-    assert os.listdir(folder) == ['.resnet20-paper_torch_s1.lock']
-    held.release()
+    with lock_held_elsewhere(os.path.join(folder, 'resnet20-paper_torch_s1')) as pid:
+        assert run_main(tc.main, argv) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith('error: another run (pid {}) is writing '.format(pid))
+        assert os.listdir(folder) == ['.resnet20-paper_torch_s1.lock']
     assert run_main(tc.main, argv) == 0
     assert sorted(os.listdir(folder)) == ['resnet20-paper_torch_s1' + s for s in
                                           ('.ckpt', '_log.csv', '_preset.json', '_run.json')]

@@ -23,9 +23,8 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 
 from chainer_cifar.functions import keep_memory  # noqa: E402
-from chainer_cifar.errors import run_main  # noqa: E402
+from chainer_cifar.errors import Parser, run_main  # noqa: E402
 from chainer_cifar.models.registry import create_model  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 from chainer_cifar.training.trainer import Classifier  # noqa: E402
 from chainer_cifar.training.updater import AccumulatingUpdater  # noqa: E402
 

@@ -50,9 +50,8 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
-from chainer_cifar.errors import UserError  # noqa: E402
+from chainer_cifar.errors import Parser, UserError  # noqa: E402
 from chainer_cifar.functions import _native, _parallel, keep_memory  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 DEFAULT_MODELS = ('cnn', 'resnet20')
 BACKENDS = ('fast', 'stock', 'torch', 'torch_cl')

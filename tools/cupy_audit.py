@@ -25,8 +25,7 @@ import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before Chaine
 
 import chainer  # noqa: E402
 
-from chainer_cifar.errors import run_main  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
+from chainer_cifar.errors import Parser, run_main  # noqa: E402
 
 NAME = re.compile(r'\b(?:cuda\.)?(cupyx?(?:\.[A-Za-z_][A-Za-z0-9_]*)+)')
 

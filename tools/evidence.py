@@ -42,9 +42,8 @@ sys.path.insert(0, os.path.join(ROOT, 'src'))
 
 import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 # The table of issue "Show the reproduction": (preset, seeds, frameworks).
 ROWS = [

@@ -40,10 +40,9 @@ import numpy  # noqa: E402
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.models import create_model, list_models  # noqa: E402
 from chainer_cifar.training import get_device  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 from bench import parse_model_spec  # noqa: E402  (tools/bench.py)
 

@@ -30,11 +30,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src'))
 import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before anything imports Chainer)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.models import create_model  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.training import workers  # noqa: E402
-from chainer_cifar.training.args import Parser, parse_args  # noqa: E402
+from chainer_cifar.training.args import parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.trainer import Classifier, make_optimizer, make_schedule, setup_optimizer  # noqa: E402
 

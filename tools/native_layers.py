@@ -38,9 +38,8 @@ import chainer  # noqa: E402
 
 import chainer_cifar.functions as CF  # noqa: E402
 from chainer_cifar.functions import _direct, _native, _parallel, keep_memory  # noqa: E402
-from chainer_cifar.errors import run_main  # noqa: E402
+from chainer_cifar.errors import Parser, run_main  # noqa: E402
 from chainer_cifar.functions.convolution import Convolution2DFast  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 
 def _bn(batch, c, hw, rng):

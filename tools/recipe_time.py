@@ -27,9 +27,8 @@ import chainer_cifar  # noqa: E402,F401  (compat layer first)
 import numpy  # noqa: E402
 
 from chainer_cifar.data.pickles import save_pickle  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
-from chainer_cifar.training.args import Parser  # noqa: E402
 
 
 def write_synthetic(folder, n_train, n_test, seed=0):

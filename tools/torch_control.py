@@ -46,9 +46,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src'))
 import chainer_cifar  # noqa: E402,F401  (the compatibility layer, before anything imports Chainer)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
-from chainer_cifar.errors import UserError, run_main  # noqa: E402
+from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
-from chainer_cifar.training.args import Parser, model_options, parse_args  # noqa: E402
+from chainer_cifar.training.args import model_options, parse_args  # noqa: E402
 from chainer_cifar.training.data import load_splits  # noqa: E402
 from chainer_cifar.training.device import device_name  # noqa: E402
 from chainer_cifar.training.extensions import CSV_COLUMNS, sigterm_as_ctrl_c  # noqa: E402

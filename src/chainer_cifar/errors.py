@@ -1,4 +1,5 @@
-"""The one exception type front ends turn into a one-line message."""
+"""The one exception type front ends turn into a one-line message, and the parser that raises it."""
+import argparse
 import errno
 import sys
 
@@ -11,6 +12,13 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a :class:`UserError` (one ``error:`` line, exit 2)."""
+
+    def error(self, message):
+        raise UserError('{} (see --help)'.format(message))
 
 
 # Failures of a write that the user fixes outside the program, and how.

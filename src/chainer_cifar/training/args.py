@@ -10,7 +10,7 @@ import math
 import os
 
 from chainer_cifar.data import augment
-from chainer_cifar.errors import UserError
+from chainer_cifar.errors import Parser, UserError
 from chainer_cifar.models import registry
 
 OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'amsgrad')
@@ -25,13 +25,6 @@ GPU_ONLY_COMMUNICATORS = ('flat', 'non_cuda_aware', 'pure_nccl')
 DEFAULT_RESULTS = 'results'
 OUTPUT_RULE = ('-p NAME writes {0}/NAME/NAME.*; a path -p DIR/NAME writes DIR/NAME.* (-p ./NAME: the current '
                'folder); --out DIR puts them in DIR (DIR/NAME.*, -p then relative to DIR)'.format(DEFAULT_RESULTS))
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a :class:`UserError` (one ``error:`` line, exit 2)."""
-
-    def error(self, message):
-        raise UserError('{} (see --help)'.format(message))
 
 
 def add_data_arguments(p):

@@ -7,7 +7,10 @@ So a run holds an advisory ``flock`` on ``.NAME.lock`` beside its outputs
 while it writes, and a second run is refused in one line before it writes
 anything. The kernel drops the lock when the process ends, however it ends, so
 a killed run never blocks the next one; a run that ends normally removes the
-file. Where ``fcntl`` does not exist (not POSIX), runs are not locked.
+file. Within one process the lock is re-entrant: ``compare.py run`` holds a
+seed's lock while it writes the seed's ``_preset.json``, and the ``train.py``
+run it calls takes the same lock again. Where ``fcntl`` does not exist (not
+POSIX), runs are not locked.
 """
 import errno
 import os
@@ -20,6 +23,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN)
+_HELD = {}  # this process's locks: absolute lock path -> [file descriptor, times acquired]
 
 
 def lock_path(base):
@@ -35,16 +39,20 @@ class OutputLock:
         self.base = base
         self.path = lock_path(base)
         self.enabled = enabled and fcntl is not None
-        self._fd = None
+        self._key = os.path.abspath(self.path)
+        self._held = False
 
     def acquire(self):
         """Hold the lock, or raise :class:`UserError` naming the process that holds it."""
-        if not self.enabled or self._fd is not None:
+        if not self.enabled or self._held:
             return self
-        try:
-            self._fd = self._lock()
-        except OSError as e:  # the outputs' folder cannot be written: the run could write nothing anyway
-            raise cannot_write(self.path, e) or e
+        if self._key not in _HELD:
+            try:
+                _HELD[self._key] = [self._lock(), 0]
+            except OSError as e:  # the outputs' folder cannot be written: the run could write nothing anyway
+                raise cannot_write(self.path, e) or e
+        _HELD[self._key][1] += 1
+        self._held = True
         return self
 
     def _lock(self):
@@ -73,11 +81,16 @@ class OutputLock:
 
     def release(self):
         """Remove the file (while still holding it, so that no run locks a file about to vanish), then unlock."""
-        if self._fd is None:
+        if not self._held:
             return
+        self._held = False
+        held = _HELD[self._key]
+        held[1] -= 1
+        if held[1]:
+            return  # an outer holder in this process still writes
+        del _HELD[self._key]
         try:
             os.remove(self.path)
         except FileNotFoundError:
             pass
-        os.close(self._fd)
-        self._fd = None
+        os.close(held[0])
