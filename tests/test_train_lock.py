@@ -99,3 +99,14 @@ def test_a_folder_that_cannot_be_written_is_one_error_line(data, tmp_path, capsy
     assert line == 'error: cannot write {}: Permission denied; choose a folder you may write to, or fix its ' \
                    'permissions'.format(out / '.run.lock')
     assert os.listdir(str(out)) == []
+
+
+def test_a_file_system_that_cannot_lock_trains_unlocked_and_leaves_no_file(data, tmp_path, monkeypatch):
+    from chainer_cifar.training import lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(lock.fcntl, 'flock', no_locks)
+    out = tmp_path / 'out'
+    assert run_main(train_cli.main, tiny_argv(data, out)) == 0
+    assert 'run_run.json' in os.listdir(str(out)) and '.run.lock' not in os.listdir(str(out))

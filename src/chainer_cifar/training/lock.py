@@ -10,7 +10,8 @@ a killed run never blocks the next one; a run that ends normally removes the
 file. Within one process the lock is re-entrant: ``compare.py run`` holds a
 seed's lock while it writes the seed's ``_preset.json``, and the ``train.py``
 run it calls takes the same lock again. Where ``fcntl`` does not exist (not
-POSIX), runs are not locked.
+POSIX) or the file system cannot lock (some network mounts), runs go on
+unlocked, as they did before this lock.
 """
 import errno
 import os
@@ -23,6 +24,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN)
+# File systems without flock (some network mounts) say so with these: the run goes on unlocked, as before locks.
+_UNSUPPORTED = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 _HELD = {}  # this process's locks: absolute lock path -> [file descriptor, times acquired]
 
 
@@ -64,6 +67,9 @@ class OutputLock:
             except OSError as e:
                 holder = os.read(fd, 32).decode('ascii', 'replace').strip()
                 os.close(fd)
+                if e.errno in _UNSUPPORTED:
+                    _remove(self.path)
+                    return None
                 if e.errno not in _BUSY:
                     raise
                 raise UserError('another run{} is writing {}.*; wait for it to end, or give this one another '
@@ -89,8 +95,13 @@ class OutputLock:
         if held[1]:
             return  # an outer holder in this process still writes
         del _HELD[self._key]
-        try:
-            os.remove(self.path)
-        except FileNotFoundError:
-            pass
-        os.close(held[0])
+        if held[0] is not None:  # None: this file system cannot lock
+            _remove(self.path)
+            os.close(held[0])
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
