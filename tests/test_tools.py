@@ -346,3 +346,38 @@ def test_evidence_checks_its_folders_before_it_unpacks_or_lists_anything(tmp_pat
     with pytest.raises(evidence.UserError, match='--unpack .*missing: no such folder'):
         evidence.main(['--unpack', str(tmp_path / 'missing'), '--runs_dir', str(here)] + extra)
     assert not here.exists()
+
+
+def test_evidence_publishes_the_finished_runs_logs_and_records_and_rebuilds_the_table(tmp_path, capsys):
+    from chainer_cifar.errors import run_main
+    from helpers import write_pickles
+    import compare
+    evidence = _load('evidence')
+    image, label = write_pickles(tmp_path / 'dataset', info={'n_train': 60, 'n_test': 20, 'partial': True})
+    runs_dir, docs = tmp_path / 'results', tmp_path / 'docs'
+    docs.mkdir()
+    assert run_main(compare.main, ['run', 'article-cnn', '--scale', 'partial', '--seeds', '1', '--runs_dir',
+                                   str(runs_dir), '--iter', '1', '--subset', '16', '-d', image, '-l', label,
+                                   '--quiet']) == 0
+    _stopped_run(evidence, runs_dir, preset='article-cnn', seed=2)
+    capsys.readouterr()
+    assert evidence.main(['--runs_dir', str(runs_dir), '--only', 'article-cnn', '--publish', str(docs)]) == 0
+    said = capsys.readouterr().out
+    assert sorted(os.listdir(str(docs))) == ['article-cnn', 'report.md', 'test_error.png']
+    assert sorted(os.listdir(str(docs / 'article-cnn'))) == ['article-cnn_s1' + s for s in
+                                                            ('_log.csv', '_preset.json', '_run.json')]
+    for suffix in evidence.PUBLISHED_FILES:
+        name = 'article-cnn_s1' + suffix
+        assert (docs / 'article-cnn' / name).read_bytes() == (runs_dir / 'partial' / 'article-cnn' / name).read_bytes()
+    assert 'not published: article-cnn_s2 (interrupted)' in said
+    assert 'article-cnn' in (docs / 'report.md').read_text()
+
+
+def test_evidence_publishes_nothing_when_a_finished_run_lacks_a_file(tmp_path):
+    evidence = _load('evidence')
+    run = _stopped_run(evidence, tmp_path / 'results', preset='article-cnn', seed=1)
+    with open(run.record, 'w') as f:
+        json.dump({'status': 'finished', 'epochs': 5}, f)
+    with pytest.raises(evidence.UserError, match='article-cnn_s1 is finished but has no article-cnn_s1_preset.json'):
+        evidence.publish(evidence.plan(str(tmp_path / 'results'), -1), str(tmp_path / 'docs'))
+    assert not (tmp_path / 'docs').exists()

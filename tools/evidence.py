@@ -5,6 +5,7 @@
     python tools/evidence.py --jobs 1 --only resnet20-paper    # the CPU: one run after the other
     python tools/evidence.py -g 0 --only article-vgg:s2        # one seed of one row (:chainer/:pytorch too)
     python tools/evidence.py --list                            # the runs and their commands
+    python tools/evidence.py --publish docs/results/partial    # the finished runs into the docs, the table rebuilt
 
 Each run is one command a user can type (printed by ``--list``):
 ``python src/compare.py run PRESET --scale partial --seeds S`` for Chainer and
@@ -63,6 +64,8 @@ SMOKE = ['--iter', '1', '--subset', '256']
 # A run's files that let it resume elsewhere, and what a device call can bring back (8 files of at most
 # 16 MiB, 64 MiB in all) less the four small files of tools/gpu_session.sh.
 RUN_FILES = ('_run.json', '_log.csv', '_preset.json', '.snapshot', '.ckpt')
+# What docs/results/partial/ keeps of a finished run: the log and the records, no model and no snapshot.
+PUBLISHED_FILES = ('_log.csv', '_run.json', '_preset.json')
 PACK_PREFIX = 'resume_'
 # Record statuses of a run that can go on from its snapshot: stopped by a signal, or killed (SIGKILL, a machine
 # taken back) after an epoch's snapshot. A diverged run would diverge again; a finished one is done.
@@ -267,6 +270,30 @@ def unpack(in_dir, runs_dir, say=print):
         say('unpacked: {} (epoch {})'.format(path, packed.get('epochs')))
 
 
+def publish(runs, out_dir, say=print):
+    """Copy each finished run's :data:`PUBLISHED_FILES` into ``out_dir/PRESET/``; name the unfinished ones.
+
+    A finished run missing one of them is refused before anything is copied.
+    """
+    finished = [r for r in runs if r.status() == 'finished']
+    for r in finished:
+        missing = [s for s in PUBLISHED_FILES if not os.path.isfile(os.path.join(r.folder, r.name + s))]
+        if missing:
+            raise UserError('{} is finished but has no {}; nothing published'.format(
+                r.name, ', '.join(r.name + s for s in missing)))
+    for r in finished:
+        folder = os.path.join(out_dir, r.preset)
+        os.makedirs(folder, exist_ok=True)
+        for suffix in PUBLISHED_FILES:
+            with open(os.path.join(r.folder, r.name + suffix), 'rb') as f:
+                data = f.read()
+            atomic_write(os.path.join(folder, r.name + suffix), lambda f: f.write(data))
+        say('published: {} ({} epochs) in {}'.format(r.name, r.epochs(), folder))
+    left = ['{} ({})'.format(r.name, r.status() or 'not run') for r in runs if r.status() != 'finished']
+    if left:
+        say('not published: {}'.format(', '.join(left)))
+
+
 def stop(running, grace=30):
     for r in running:
         os.killpg(r.process.pid, signal.SIGINT)
@@ -301,6 +328,9 @@ def build_parser():
     p.add_argument('--unpack', metavar='DIR', default=None,
                    help='first put back the runs of DIR/resume_*.tar (written by --pack) under RUNS_DIR')
     p.add_argument('--list', action='store_true', help='print the runs and their commands, run nothing')
+    p.add_argument('--publish', metavar='DIR', default=None,
+                   help='run nothing: copy the finished runs\' logs and records into DIR/PRESET/ and rebuild '
+                        'DIR/report.md and DIR/test_error.png (docs/results/partial)')
     return p
 
 
@@ -315,16 +345,23 @@ def main(argv=None):
         raise UserError('--unpack {}: no such folder'.format(args.unpack))
     if args.pack and not os.path.isdir(args.pack):
         raise UserError('--pack {}: no such folder; create it first'.format(args.pack))
+    if args.publish and not os.path.isdir(args.publish):
+        raise UserError('--publish {}: no such folder'.format(args.publish))
     runs = plan(args.runs_dir, args.gpu, only, args.smoke, args.longest_first)
     if args.list:
         for r in runs:
             print('{:<34s} {}'.format(r.name, ' '.join(['python'] + r.command[1:])))
         return 0
+    import compare
+    if args.publish:
+        publish(runs, args.publish)
+        compare.write_report(compare.find_logs([args.publish]), os.path.join(args.publish, 'report.md'),
+                             os.path.join(args.publish, 'test_error.png'))
+        return 0
     partial_dir = os.path.join(args.runs_dir, 'partial')
     if args.unpack:
         unpack(args.unpack, args.runs_dir)
     execute(runs, args.jobs, args.deadline, os.path.join(partial_dir, 'logs'))
-    import compare
     compare.write_report(compare.find_logs([partial_dir]), os.path.join(partial_dir, 'report.md'),
                          os.path.join(partial_dir, 'test_error.png'))
     if args.pack:
