@@ -310,3 +310,8 @@ def lock_held_elsewhere(base):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+# The scripts that import PyTorch at start (measurement tools; requirements-dev.txt): without it they say so in
+# one line (tests/test_missing_stack.py), and their other command-line tests skip.
+TORCH_FRONT_ENDS = ('tools/torch_control.py', 'tools/lockstep.py')

@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from conftest import import_torch
+from helpers import TORCH_FRONT_ENDS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRONT_ENDS = sorted(p for p in glob.glob(os.path.join(ROOT, 'src', '*.py')) + glob.glob(os.path.join(ROOT, 'tools', '*.py'))
                     if "if __name__ == '__main__':" in open(p).read())
@@ -15,6 +18,8 @@ each_front_end = pytest.mark.parametrize('script', FRONT_ENDS, ids=lambda p: os.
 
 
 def run(script, *args):
+    if os.path.relpath(script, ROOT) in TORCH_FRONT_ENDS:
+        import_torch(os.path.relpath(script, ROOT))
     return subprocess.run([sys.executable, script] + list(args), cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from helpers import TORCH_FRONT_ENDS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The scripts a user runs (a module of tools/ that other tools import, such as torch_models.py, is not one).
 FRONT_ENDS = sorted(p for p in glob.glob(os.path.join(ROOT, 'src', '*.py')) + glob.glob(os.path.join(ROOT, 'tools', '*.py'))
@@ -34,7 +36,7 @@ def test_a_missing_chainer_is_one_line_naming_the_install_script(script, without
     assert line.startswith('error: chainer is not installed for ') and 'bash scripts/install.sh' in line
 
 
-@pytest.mark.parametrize('script', ['tools/torch_control.py', 'tools/lockstep.py'])
+@pytest.mark.parametrize('script', TORCH_FRONT_ENDS)
 def test_a_missing_pytorch_is_one_line_naming_the_dev_requirements(script, without):
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), '--help'], env=without('torch'), cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
