@@ -100,6 +100,24 @@ def test_read_image_crops_the_centre_square_to_32x32(tmp_path):
     assert row.shape == (3072,) and row.min() >= 190
 
 
+@pytest.mark.parametrize('mode', ['I;16', 'I;16B'])
+def test_a_16_bit_grey_image_reads_as_its_top_byte_not_clipped_to_white(tmp_path, mode):
+    grey = numpy.random.RandomState(0).randint(0, 256, (32, 32)).astype(numpy.uint8)
+    Image.fromarray(grey).save(str(tmp_path / 'eight.png'))
+    values = (grey.astype(numpy.uint16) * 256 + 255).astype('<u2' if mode == 'I;16' else '>u2')
+    Image.frombytes(mode, (32, 32), values.tobytes()).save(str(tmp_path / 'sixteen.tiff'))
+    sixteen = analysis.read_image(str(tmp_path / 'sixteen.tiff'))
+    assert numpy.array_equal(sixteen, analysis.read_image(str(tmp_path / 'eight.png')))
+
+
+@pytest.mark.parametrize('mode, words', [('F', 'float'), ('I', '32-bit integer')])
+def test_an_image_of_unknown_range_is_refused_in_one_line(tmp_path, mode, words):
+    Image.new(mode, (32, 32)).save(str(tmp_path / 'x.tiff'))
+    with pytest.raises(analysis.UserError, match=r'x.tiff has {} pixels \(PIL mode {}\), whose range is unknown; '
+                                                 r'save it with 8 bits per channel'.format(words, mode)):
+        analysis.read_image(str(tmp_path / 'x.tiff'))
+
+
 def test_preprocessing_of_new_images_matches_dataset_statistics(tmp_path):
     rng = numpy.random.RandomState(1)
     stats = {'mean': numpy.array([100.0, 110.0, 120.0]), 'std': numpy.array([50.0, 60.0, 70.0]),

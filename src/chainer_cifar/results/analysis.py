@@ -99,18 +99,33 @@ def read_image(path):
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise Image.DecompressionBombError('{}x{}'.format(w, h))
-                im = im.convert('RGB')
+                im = _eight_bits(im, path).convert('RGB')
                 side = min(w, h)
                 im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
                 im = im.resize((32, 32), Image.BICUBIC)
                 return numpy.asarray(im, numpy.uint8).transpose(2, 0, 1).reshape(-1)
     except FileNotFoundError:
         raise UserError('image {} not found'.format(path))
+    except UserError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UserError('{} is too large ({}); images over {} megapixels are refused: shrink it first'.format(
             path, e, MAX_PIXELS // 10 ** 6))
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ... on bad files
         raise UserError('{} is not an image PIL can read ({}: {})'.format(path, type(e).__name__, e))
+
+
+def _eight_bits(im, path):
+    """``im`` with 8-bit values: PIL's ``convert('RGB')`` clips 16-bit grey to white and float to black.
+
+    16-bit grey is scaled (the top byte); 32-bit integer and float pixels have no range to scale from.
+    """
+    if im.mode.startswith('I;16'):
+        return Image.fromarray((numpy.asarray(im).astype(numpy.uint16) >> 8).astype(numpy.uint8), 'L')
+    if im.mode in ('I', 'F'):
+        raise UserError('{} has {} pixels (PIL mode {}), whose range is unknown; save it with 8 bits per channel '
+                        '(PNG or JPEG) first'.format(path, '32-bit integer' if im.mode == 'I' else 'float', im.mode))
+    return im
 
 
 def top_k(probs, k=3):
