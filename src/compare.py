@@ -6,6 +6,10 @@
     python src/compare.py run resnet20-paper --scale partial --seeds 1,2,3 -g 0
     python src/compare.py report results/resnet20-paper/*_log.csv --out report.md --plot curves.png
 
+Run again, the same command goes on where it stopped: a seed that finished
+under the same recipe is skipped, and one that was stopped resumes from its
+snapshot (another recipe trains the seed anew).
+
 ``--scale partial`` runs the partial-set protocol (the recipe with its schedule
 shortened for the 8,336-image partial archive; see
 ``chainer_cifar.results.presets``). Flags after the preset name that are not
@@ -82,13 +86,39 @@ def _recipe_changes(extra):
     return changes
 
 
+def earlier_run(base, sidecar):
+    """What an earlier run left at ``base``: ``'finished'``, ``'stopped'`` (it can resume) or None.
+
+    Only a run of the same preset, scale, framework and recipe changes counts; anything else is trained anew.
+    """
+    try:
+        with open(base + runs.PRESET_SUFFIX) as f:
+            earlier = json.load(f)
+        with open(base + runs.RUN_SUFFIX) as f:
+            status = json.load(f).get('status')
+    except (OSError, ValueError, AttributeError):
+        return None
+    keys = ('preset', 'seed', 'scale', 'framework', 'overrides')
+    if not isinstance(earlier, dict) or any(earlier.get(k) != sidecar[k] for k in keys):
+        return None
+    if status == 'finished':
+        return 'finished'
+    # 'running': a killed run, or one going on now (its lock then refuses this one).
+    if status in ('interrupted', 'running') and os.path.isfile(base + '.snapshot'):
+        return 'stopped'
+    return None
+
+
 def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, scale='full'):
     """Train preset ``name`` at ``scale`` once per seed; return the log paths.
 
     Each seed's recipe is ``train.py``'s parsed flags (``parse_args(recipe +
     extra)``), handed to ``run_training`` (default: ``train.run``, which
     returns the exit code). The command line is recorded in the sidecar, so
-    the run can be retyped as ``python src/train.py ...``.
+    the run can be retyped as ``python src/train.py ...``. A seed that an
+    earlier run of the same recipe finished is skipped, and one it left
+    stopped resumes from its snapshot (:func:`earlier_run`), unless ``extra``
+    says ``--resume`` itself.
     """
     from chainer_cifar.training.args import parse_args
     from chainer_cifar.training.lock import OutputLock
@@ -105,6 +135,16 @@ def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, sca
         base = os.path.join(args.out, args.prefix)  # where train.py writes this seed's files
         sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
                    'overrides': _recipe_changes(extra), 'argv': argv}
+        earlier = None if '--resume' in extra else earlier_run(base, sidecar)
+        if earlier == 'finished':
+            print('== {} seed {}: finished earlier ({}); skipped (delete its files to train it again)'.format(
+                name, seed, base + runs.LOG_SUFFIX), flush=True)
+            logs.append(base + runs.LOG_SUFFIX)
+            continue
+        if earlier == 'stopped':
+            argv = argv + ['--resume', base + '.snapshot']
+            args = parse_args(argv)
+            sidecar['argv'] = argv
         # Held from the sidecar on (train.py takes it again): a seed another run is writing is refused untouched.
         lock = OutputLock(base).acquire()
         try:
@@ -115,8 +155,8 @@ def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, sca
         finally:
             lock.release()
         if rc:  # interrupted (130): the remaining seeds would not be the requested set
-            raise UserError('{} seed {} stopped (exit code {}); finish it with the --resume command above, '
-                            'then rerun the remaining seeds'.format(name, seed, rc))
+            raise UserError('{} seed {} stopped (exit code {}); run the same command again to resume it and '
+                            'train the remaining seeds'.format(name, seed, rc))
         logs.append(base + runs.LOG_SUFFIX)
     return logs
 

@@ -197,6 +197,54 @@ def test_a_stopped_seed_stops_the_series(tmp_path):
     assert len(seen) == 1
 
 
+def _fake_train(seen, status='finished'):
+    def train(args):  # writes what train.py leaves: log and record (the preset sidecar is compare.py's)
+        seen.append(args)
+        write_run(__import__('pathlib').Path(args.out), args.prefix, [(0.5, 0.5)], preset=None, status=status)
+    return train
+
+
+def test_the_same_command_again_skips_the_seeds_it_finished(tmp_path, capsys):
+    seen = []
+    first = compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['--iter', '1'], run_training=_fake_train(seen))
+    log = tmp_path / 'article-cnn' / 'article-cnn_s1_log.csv'
+    before = log.read_bytes()
+    again = compare.run_preset('article-cnn', [1, 2], str(tmp_path), ['-g', '-1', '--iter', '1'],
+                               run_training=_fake_train(seen))
+    assert len(seen) == 2 and again == first and log.read_bytes() == before  # -g is no change to the recipe
+    assert 'article-cnn seed 1: finished earlier ({}); skipped'.format(log) in capsys.readouterr().out
+
+
+def test_another_recipe_trains_a_finished_seed_anew(tmp_path):
+    seen = []
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '1'], run_training=_fake_train(seen))
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen))
+    assert [(a.iter, a.resume) for a in seen] == [(1, None), (2, None)]
+
+
+@pytest.mark.parametrize('status', ['interrupted', 'running'])  # running: a killed process
+def test_the_same_command_again_resumes_a_stopped_seed_from_its_snapshot(tmp_path, status):
+    seen = []
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen, status))
+    snapshot = tmp_path / 'article-cnn' / 'article-cnn_s1.snapshot'
+    snapshot.write_bytes(b'')
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen))
+    assert [a.resume for a in seen] == [None, str(snapshot)]
+    sidecar = json.loads((tmp_path / 'article-cnn' / 'article-cnn_s1_preset.json').read_text())
+    assert sidecar['argv'][-2:] == ['--resume', str(snapshot)] and sidecar['overrides'] == ['--iter', '2']
+
+
+def test_a_resume_given_on_the_command_line_is_the_one_used(tmp_path):
+    seen = []
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen, 'running'))
+    (tmp_path / 'article-cnn' / 'article-cnn_s1.snapshot').write_bytes(b'')
+    other = tmp_path / 'elsewhere.snapshot'
+    other.write_bytes(b'')
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2', '--resume', str(other)],
+                       run_training=_fake_train(seen))
+    assert seen[1].resume == str(other)
+
+
 # Every preset, through compare.py and the real train.py, for one epoch on 8 images of the real partial archive
 # (``--subset 8``: 7 training images and 1 validation image, 8 test images): 1-5 s each on the 2-core dev
 # machine. The three 1202-layer presets took 17-20 s each there (35-48 s with the cores shared), building and
