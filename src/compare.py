@@ -135,7 +135,7 @@ def run_preset(name, seeds, runs_dir='results', extra=(), run_training=None, sca
         base = os.path.join(args.out, args.prefix)  # where train.py writes this seed's files
         sidecar = {'preset': name, 'seed': seed, 'scale': scale, 'framework': 'chainer',
                    'overrides': _recipe_changes(extra), 'argv': argv}
-        earlier = None if '--resume' in extra else earlier_run(base, sidecar)
+        earlier = None if any(a.split('=')[0] == '--resume' for a in extra) else earlier_run(base, sidecar)
         if earlier == 'finished':
             print('== {} seed {}: finished earlier ({}); skipped (delete its files to train it again)'.format(
                 name, seed, base + runs.LOG_SUFFIX), flush=True)

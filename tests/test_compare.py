@@ -234,14 +234,15 @@ def test_the_same_command_again_resumes_a_stopped_seed_from_its_snapshot(tmp_pat
     assert sidecar['argv'][-2:] == ['--resume', str(snapshot)] and sidecar['overrides'] == ['--iter', '2']
 
 
-def test_a_resume_given_on_the_command_line_is_the_one_used(tmp_path):
+@pytest.mark.parametrize('form', ['two words', 'one word'])
+def test_a_resume_given_on_the_command_line_is_the_one_used(tmp_path, form):
     seen = []
     compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen, 'running'))
     (tmp_path / 'article-cnn' / 'article-cnn_s1.snapshot').write_bytes(b'')
     other = tmp_path / 'elsewhere.snapshot'
     other.write_bytes(b'')
-    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2', '--resume', str(other)],
-                       run_training=_fake_train(seen))
+    resume = ['--resume', str(other)] if form == 'two words' else ['--resume={}'.format(other)]
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'] + resume, run_training=_fake_train(seen))
     assert seen[1].resume == str(other)
 
 
