@@ -26,7 +26,6 @@ import numpy  # noqa: E402
 from chainer_cifar.data import pickles  # noqa: E402
 from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import analysis  # noqa: E402
-# Parser: a bad flag is one error line
 from chainer_cifar.training.args import add_model_option_arguments, labels_beside, model_options  # noqa: E402
 
 # A grid of more images than this is taller than a PNG figure can be.

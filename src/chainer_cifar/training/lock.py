@@ -65,7 +65,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                holder = os.read(fd, 32).decode('ascii', 'replace').strip()
+                holder = os.read(fd, 32).decode('ascii', 'replace').strip() if e.errno in _BUSY else ''
                 os.close(fd)
                 if e.errno in _UNSUPPORTED:
                     _remove(self.path)
