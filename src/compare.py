@@ -103,8 +103,7 @@ def earlier_run(base, sidecar):
         return None
     if status == 'finished':
         return 'finished'
-    # 'running': a killed run, or one going on now (its lock then refuses this one).
-    if status in ('interrupted', 'running') and os.path.isfile(base + '.snapshot'):
+    if status in runs.RESUMABLE and os.path.isfile(base + '.snapshot'):
         return 'stopped'
     return None
 

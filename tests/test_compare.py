@@ -234,6 +234,14 @@ def test_the_same_command_again_resumes_a_stopped_seed_from_its_snapshot(tmp_pat
     assert sidecar['argv'][-2:] == ['--resume', str(snapshot)] and sidecar['overrides'] == ['--iter', '2']
 
 
+def test_a_diverged_seed_is_trained_anew_not_resumed_into_the_same_divergence(tmp_path):
+    seen = []
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen, 'diverged'))
+    (tmp_path / 'article-cnn' / 'article-cnn_s1.snapshot').write_bytes(b'')
+    compare.run_preset('article-cnn', [1], str(tmp_path), ['--iter', '2'], run_training=_fake_train(seen))
+    assert [a.resume for a in seen] == [None, None]
+
+
 @pytest.mark.parametrize('form', ['two words', 'one word'])
 def test_a_resume_given_on_the_command_line_is_the_one_used(tmp_path, form):
     seen = []

@@ -156,26 +156,22 @@ def test_gpu_check_reports_a_model_that_breaks_and_checks_the_others(capsys, mon
     assert rows[('resnet20', 'train')][-1] == 'ok'
 
 
-def test_evidence_resumes_a_stopped_run_from_its_snapshot_or_checkpoint_and_skips_a_finished_one(tmp_path):
+def test_evidence_resumes_a_stopped_control_from_its_checkpoint_and_leaves_chainer_runs_to_compare(tmp_path):
     evidence = _load('evidence')
     chainer_run = evidence.Run('resnet56-paper', 1, 'chainer', str(tmp_path), -1)
     control = evidence.Run('resnet56-paper', 1, 'pytorch', str(tmp_path), -1)
-    assert '--resume' not in chainer_run.argv() and '--resume' not in control.argv()  # nothing there yet
+    assert '--resume' not in control.argv()  # nothing there yet
     os.makedirs(chainer_run.folder)
     for run in (chainer_run, control):
         with open(run.record, 'w') as f:
             f.write('{"status": "interrupted"}')
     open(chainer_run.snapshot, 'w').close()
     open(control.checkpoint, 'w').close()
-    assert chainer_run.argv()[-2:] == ['--resume', chainer_run.snapshot]
     assert control.argv()[-1] == '--resume' and control.argv()[:-1] == control.command
-    for status, resumes in (('running', True), ('diverged', False)):  # killed: from its last epoch's snapshot
-        with open(chainer_run.record, 'w') as f:
-            f.write('{"status": "%s"}' % status)
-        assert ('--resume' in chainer_run.argv()) == resumes, status
-    with open(chainer_run.record, 'w') as f:
-        f.write('{"status": "finished"}')
-    assert chainer_run.status() == 'finished'
+    # `compare.py run` finds the stopped run itself (test_compare pins that): the command stays the user's.
+    assert chainer_run.argv() == chainer_run.command
+    assert chainer_run.command[1:4] == ['src/compare.py', 'run', 'resnet56-paper']
+    assert chainer_run.status() == 'interrupted'
 
 
 def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_the_deadline(tmp_path):
@@ -206,7 +202,7 @@ def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_
     assert any('deadline: stopping 1 run(s)' in line for line in said)
 
 
-def _stopped_run(evidence, runs_dir, preset='resnet56-paper', seed=1, epochs=5, snapshot=b'state'):
+def _stopped_run(evidence, runs_dir, preset='resnet56-paper', seed=1, epochs=5, snapshot=b'state', sidecar=True):
     run = evidence.Run(preset, seed, 'chainer', str(runs_dir), -1)
     os.makedirs(run.folder, exist_ok=True)
     with open(run.record, 'w') as f:
@@ -215,7 +211,15 @@ def _stopped_run(evidence, runs_dir, preset='resnet56-paper', seed=1, epochs=5, 
         f.write(snapshot)
     with open(os.path.join(run.folder, run.name + '_log.csv'), 'w') as f:
         f.write('epoch\n' + ''.join('{}\n'.format(e) for e in range(1, epochs + 1)))
+    if sidecar:
+        with open(os.path.join(run.folder, run.name + '_preset.json'), 'w') as f:
+            json.dump(_sidecar(preset, seed), f)
     return run
+
+
+def _sidecar(preset, seed):
+    """What `compare.py run PRESET --scale partial --seeds SEED` records of its recipe."""
+    return {'preset': preset, 'seed': seed, 'scale': 'partial', 'framework': 'chainer', 'overrides': []}
 
 
 @pytest.mark.parametrize('epochs', [0, 5])  # 0: stopped within its first epoch
@@ -234,7 +238,8 @@ def test_evidence_packs_a_stopped_run_so_another_machine_resumes_it_and_skips_fi
     evidence.unpack(str(out), str(here), say=said.append)
     moved = evidence.Run('resnet56-paper', 1, 'chainer', str(here), -1)
     assert moved.status() == 'interrupted' and moved.epochs() == epochs
-    assert moved.argv()[-2:] == ['--resume', moved.snapshot]
+    import compare
+    assert compare.earlier_run(os.path.join(moved.folder, moved.name), _sidecar('resnet56-paper', 1)) == 'stopped'  # so it resumes
     for a, b in zip(stopped.files(), moved.files()):
         assert open(a, 'rb').read() == open(b, 'rb').read()
     assert [os.path.basename(f) for f in moved.files()] == [os.path.basename(f) for f in stopped.files()]
@@ -375,7 +380,7 @@ def test_evidence_publishes_the_finished_runs_logs_and_records_and_rebuilds_the_
 
 def test_evidence_publishes_nothing_when_a_finished_run_lacks_a_file(tmp_path):
     evidence = _load('evidence')
-    run = _stopped_run(evidence, tmp_path / 'results', preset='article-cnn', seed=1)
+    run = _stopped_run(evidence, tmp_path / 'results', preset='article-cnn', seed=1, sidecar=False)
     with open(run.record, 'w') as f:
         json.dump({'status': 'finished', 'epochs': 5}, f)
     with pytest.raises(evidence.UserError, match='article-cnn_s1 is finished but has no article-cnn_s1_preset.json'):

@@ -45,6 +45,7 @@ import chainer_cifar  # noqa: E402,F401  (compat layer first)
 from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
+from chainer_cifar.results.runs import RESUMABLE  # noqa: E402
 
 # The table of issue "Show the reproduction": (preset, seeds, frameworks).
 ROWS = [
@@ -67,9 +68,6 @@ RUN_FILES = ('_run.json', '_log.csv', '_preset.json', '.snapshot', '.ckpt')
 # What docs/results/partial/ keeps of a finished run: the log and the records, no model and no snapshot.
 PUBLISHED_FILES = ('_log.csv', '_run.json', '_preset.json')
 PACK_PREFIX = 'resume_'
-# Record statuses of a run that can go on from its snapshot: stopped by a signal, or killed (SIGKILL, a machine
-# taken back) after an epoch's snapshot. A diverged run would diverge again; a finished one is done.
-RESUMABLE = ('interrupted', 'running')
 PACK_FILES, PACK_FILE_MIB, PACK_TOTAL_MIB = 4, 16, 60
 
 
@@ -109,8 +107,7 @@ class Run(object):
         return [p for p in paths if os.path.isfile(p)]
 
     def argv(self):
-        if self.framework == 'chainer' and self.status() in RESUMABLE and os.path.isfile(self.snapshot):
-            return self.command + ['--resume', self.snapshot]
+        # `compare.py run` itself resumes a stopped run of the same recipe and skips a finished one.
         if self.framework == 'pytorch' and os.path.isfile(self.checkpoint):
             return self.command + ['--resume']  # the control's checkpoint holds only finished epochs
         return self.command

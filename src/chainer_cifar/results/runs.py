@@ -19,6 +19,10 @@ RUN_SUFFIX = '_run.json'
 LOG_SUFFIX = '_log.csv'
 FULL_TRAIN_IMAGES = 50000
 FULL_TEST_IMAGES = 10000
+# Record statuses of a run that can go on from its snapshot: stopped by a signal, or killed (SIGKILL, a machine
+# taken back) after an epoch's snapshot, or going on now (its output lock then refuses a second one). A
+# diverged run would diverge again; a finished one is done.
+RESUMABLE = ('interrupted', 'running')
 
 Run = collections.namedtuple('Run', 'path prefix rows meta preset')
 Summary = collections.namedtuple(
