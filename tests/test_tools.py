@@ -202,6 +202,16 @@ def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_
     assert any('deadline: stopping 1 run(s)' in line for line in said)
 
 
+def test_evidence_names_why_a_run_failed_not_the_status_an_earlier_process_left(tmp_path):
+    evidence = _load('evidence')
+    run = _stopped_run(evidence, tmp_path)  # its record says 'interrupted'
+    message = 'error: image file dataset/image.pkl not found; run `python src/download.py` and then ...'
+    run.command = [sys.executable, '-c', 'import sys; print("== the command"); sys.exit({!r})'.format(message)]
+    said = []
+    evidence.execute([run], jobs=1, deadline=None, log_dir=str(tmp_path / 'logs'), say=said.append)
+    assert said[-1].endswith(' s, interrupted): ' + message) and '(exit 1, ' in said[-1]
+
+
 def _stopped_run(evidence, runs_dir, preset='resnet56-paper', seed=1, epochs=5, snapshot=b'state', sidecar=True):
     run = evidence.Run(preset, seed, 'chainer', str(runs_dir), -1)
     os.makedirs(run.folder, exist_ok=True)

@@ -181,10 +181,21 @@ def execute(runs, jobs, deadline, log_dir, say=print):
             r.ended = time.time()
             r.log.close()
             running.remove(r)
-            say('{:7.1f} s done  {} (exit {}, {:.0f} s, {})'.format(
-                r.ended - start, r.name, r.process.returncode, r.ended - r.started, r.status()))
+            said = '{:7.1f} s done  {} (exit {}, {:.0f} s, {})'.format(
+                r.ended - start, r.name, r.process.returncode, r.ended - r.started, r.status())
+            if r.process.returncode:
+                # The record may still hold an earlier process's status: the run's own last word says why.
+                said += ': ' + last_line(r.log.name)
+            say(said)
         time.sleep(0.5)
     return runs
+
+
+def last_line(path):
+    """The last non-blank line of a run's console log ('' if none)."""
+    with open(path, errors='replace') as f:
+        lines = [line.strip() for line in f if line.strip()]
+    return lines[-1] if lines else ''
 
 
 def tar_size(paths):
