@@ -19,6 +19,9 @@ Chainer run that was stopped resumes from its snapshot, a control run from its c
 seconds every run still going gets SIGINT (train.py writes its snapshot and
 records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
 to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
+Each run starts from the code on disk when its turn comes: to edit the code during hours of runs, start them from
+a second checkout (``git worktree add``), the built files of ``dataset/`` linked into its own, and an absolute
+``--runs_dir``.
 
 A run can move between machines (a lent GPU holds its files only while it is held): ``--pack DIR`` writes
 each run left unfinished as ``DIR/resume_NAME.tar`` (its record, log, preset and snapshot or checkpoint),
