@@ -248,8 +248,8 @@ def test_evidence_packs_a_stopped_run_so_another_machine_resumes_it_and_skips_fi
     evidence.unpack(str(out), str(here), say=said.append)
     moved = evidence.Run('resnet56-paper', 1, 'chainer', str(here), -1)
     assert moved.status() == 'interrupted' and moved.epochs() == epochs
-    import compare
-    assert compare.earlier_run(os.path.join(moved.folder, moved.name), _sidecar('resnet56-paper', 1)) == 'stopped'  # so it resumes
+    import compare  # `compare.py run` resumes what earlier_run calls stopped
+    assert compare.earlier_run(os.path.join(moved.folder, moved.name), _sidecar('resnet56-paper', 1)) == 'stopped'
     for a, b in zip(stopped.files(), moved.files()):
         assert open(a, 'rb').read() == open(b, 'rb').read()
     assert [os.path.basename(f) for f in moved.files()] == [os.path.basename(f) for f in stopped.files()]
