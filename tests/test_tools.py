@@ -8,7 +8,10 @@ import importlib.util
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -200,6 +203,42 @@ def test_evidence_runs_jobs_at_a_time_skips_finished_runs_and_stops_the_rest_at_
     assert runs[0].process is None and runs[2].process.returncode is not None
     assert runs[2].started >= runs[1].ended  # one job at a time
     assert any('deadline: stopping 1 run(s)' in line for line in said)
+
+
+def test_evidence_stopped_by_sigterm_stops_its_runs_at_their_snapshot_and_says_so_in_one_line(tmp_path):
+    # The runs live in sessions of their own, where a signal to the tool does not reach them: the tool must
+    # pass it on, or they go on training, orphaned. A subprocess drives execute() with a stand-in run.
+    driver = (
+        'import importlib.util, os, sys\n'
+        'spec = importlib.util.spec_from_file_location("evidence", sys.argv[1])\n'
+        'evidence = importlib.util.module_from_spec(spec); spec.loader.exec_module(evidence)\n'
+        'runs = evidence.plan(sys.argv[2], -1, evidence.parse_only("resnet20-paper:chainer:s1"))\n'
+        'runs[0].command = [sys.executable, "-c", sys.argv[3], runs[0].record]\n'
+        'os.makedirs(runs[0].folder); print(runs[0].record, flush=True)\n'
+        'sys.exit(evidence.run_main(lambda argv: evidence.execute(runs, 1, None, sys.argv[2], lambda s: None) and 0))\n')
+    stand_in = ('import json, os, sys, time\n'
+                'json.dump({"status": "running", "pid": os.getpid()}, open(sys.argv[1], "w"))\n'
+                'try:\n'
+                '    time.sleep(60)\n'
+                'except KeyboardInterrupt:\n'
+                '    json.dump({"status": "interrupted", "pid": os.getpid()}, open(sys.argv[1], "w"))\n')
+    tool = subprocess.Popen([sys.executable, '-c', driver, os.path.join(TOOLS, 'evidence.py'), str(tmp_path),
+                             stand_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    record = tool.stdout.readline().strip()
+    deadline = time.time() + 30
+    while not os.path.isfile(record) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # the stand-in has written its record; let it reach its sleep
+    tool.send_signal(signal.SIGTERM)
+    _, err = tool.communicate(timeout=60)
+    with open(record) as f:
+        stopped = json.load(f)
+    assert tool.returncode == 130
+    assert err.strip() == ('error: interrupted: resnet20-paper_s1 stopped at its snapshot; run the same command '
+                           'again to resume')
+    assert stopped['status'] == 'interrupted'
+    with pytest.raises(ProcessLookupError):
+        os.kill(stopped['pid'], 0)
 
 
 def test_evidence_names_why_a_run_failed_not_the_status_an_earlier_process_left(tmp_path):

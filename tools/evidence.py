@@ -17,8 +17,9 @@ machine's cores. A run whose ``_run.json`` says ``finished`` is skipped; a
 Chainer run that was stopped resumes from its snapshot, a control run from its checkpoint; so does a killed one
 (its record still says ``running``), from its last end-of-epoch snapshot. At ``--deadline``
 seconds every run still going gets SIGINT (train.py writes its snapshot and
-records "interrupted"), then SIGKILL 30 s later. Per-run console output goes
-to ``RUNS_DIR/partial/logs/``; the report to ``RUNS_DIR/partial/report.md``.
+records "interrupted"), then SIGKILL 30 s later; so does every run when this tool gets Ctrl-C or SIGTERM
+(it then exits with 130, naming them). Per-run console output goes to ``RUNS_DIR/partial/logs/``; the
+report to ``RUNS_DIR/partial/report.md``.
 Each run starts from the code on disk when its turn comes: to edit the code during hours of runs, start them from
 a second checkout (``git worktree add``), the built files of ``dataset/`` linked into its own, and an absolute
 ``--runs_dir``.
@@ -49,6 +50,7 @@ from chainer_cifar.data.pickles import atomic_write  # noqa: E402
 from chainer_cifar.errors import Parser, UserError, run_main  # noqa: E402
 from chainer_cifar.results import presets  # noqa: E402
 from chainer_cifar.results.runs import RESUMABLE  # noqa: E402
+from chainer_cifar.training.extensions import sigterm_as_ctrl_c  # noqa: E402
 
 # The table of issue "Show the reproduction": (preset, seeds, frameworks).
 ROWS = [
@@ -152,6 +154,10 @@ def single_threaded_env():
     return env
 
 
+class Interrupted(UserError):
+    exit_code = 130  # as Ctrl-C
+
+
 def execute(runs, jobs, deadline, log_dir, say=print):
     """Run ``runs`` ``jobs`` at a time until done or ``deadline`` seconds have passed."""
     os.makedirs(log_dir, exist_ok=True)
@@ -161,14 +167,29 @@ def execute(runs, jobs, deadline, log_dir, say=print):
             say('skip {} (finished)'.format(r.name))
         else:
             pending.append(r)
-    start, running, env = time.time(), [], single_threaded_env()
+    running = []
+    try:
+        with sigterm_as_ctrl_c():
+            schedule(pending, running, jobs, deadline, log_dir, say)
+    except KeyboardInterrupt:
+        # Each run lives in a session of its own (so that the deadline stops it whole), out of reach of the
+        # Ctrl-C or kill that stopped this loop: stop them too, each at its next iteration boundary.
+        stop(running)
+        raise Interrupted('interrupted: {} stopped at {} snapshot; run the same command again to resume'.format(
+            ', '.join(r.name for r in running) or 'no run', 'its' if len(running) == 1 else 'their'))
+    return runs
+
+
+def schedule(pending, running, jobs, deadline, log_dir, say):
+    """Start ``pending`` runs ``jobs`` at a time; ``running`` holds those going, for the caller to stop."""
+    start, env = time.time(), single_threaded_env()
     while pending or running:
         late = deadline is not None and time.time() - start > deadline
         if late:
             say('{:7.1f} s deadline: stopping {} run(s); {} not started'.format(
                 time.time() - start, len(running), len(pending)))
             stop(running)
-            pending = []
+            del pending[:]
         while pending and len(running) < jobs:
             r = pending.pop(0)
             r.log = open(os.path.join(log_dir, r.name + '.log'), 'w')
@@ -191,7 +212,6 @@ def execute(runs, jobs, deadline, log_dir, say=print):
                 said += ': ' + last_line(r.log.name)
             say(said)
         time.sleep(0.5)
-    return runs
 
 
 def last_line(path):
@@ -307,7 +327,10 @@ def publish(runs, out_dir, say=print):
 
 def stop(running, grace=30):
     for r in running:
-        os.killpg(r.process.pid, signal.SIGINT)
+        try:
+            os.killpg(r.process.pid, signal.SIGINT)
+        except ProcessLookupError:  # it ended by itself a moment ago
+            pass
     end = time.time() + grace
     while time.time() < end and any(r.process.poll() is None for r in running):
         time.sleep(0.5)
